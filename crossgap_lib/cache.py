@@ -1,0 +1,204 @@
+"""Content-addressed, atomic, resumable chunk store.
+
+Every expensive result in crossgap (features, inversions, teacher embeddings, trained models) is stored under
+``<cache_root>/<kind>/<key>/`` where ``key`` hashes everything the result depends on. Work is split into chunks;
+each chunk is written atomically (temp file + ``os.replace``), so an interrupted run loses at most the chunk in
+flight and a rerun picks up where it stopped. A chunk that fails to load is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "CROSSGAP_CACHE"
+
+
+def default_cache_root() -> Path:
+    """Cache root: ``$CROSSGAP_CACHE`` or ``~/.cache/crossgap``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "crossgap")).expanduser()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return tensor_fingerprint(value)
+    if isinstance(value, float):
+        return repr(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return repr(value)
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable 16-hex-digit hash of keyword parts (order-independent; tensors hashed by content)."""
+    blob = json.dumps(_canonical(parts), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def tensor_fingerprint(tensor: torch.Tensor) -> str:
+    """Hash of a tensor's dtype, shape and bytes."""
+    t = tensor.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Hash of a module's state dict (names, shapes, values): the identity of its weights."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_fingerprint(t).encode())
+    return h.hexdigest()[:16]
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def safe_load(path: str | Path) -> Any | None:
+    """Load a file written by :func:`atomic_save`; ``None`` (with a warning) if it is unreadable or corrupt."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means "recompute"
+        warnings.warn(f"crossgap cache: {path} is corrupt or unreadable ({type(err).__name__}: {err}); recomputing it.")
+        return None
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"crossgap cache directory {folder} is not writable ({err}). Pass another cache_dir=... "
+            f"or set the {CACHE_ENV} environment variable to a writable folder."
+        ) from err
+
+
+class ChunkStore:
+    """A result of ``n_items`` rows computed in chunks of ``chunk_size`` and stored under ``root/key``.
+
+    ``compute_fn(start, stop)`` returns a dict of tensors whose first dimension is ``stop - start``.
+    """
+
+    def __init__(self, root: str | Path, key: str, n_items: int, chunk_size: int, meta: dict | None = None):
+        if n_items < 1:
+            raise ValueError(f"ChunkStore needs n_items >= 1, got {n_items}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.folder = Path(root) / key
+        self.n_items, self.chunk_size = n_items, chunk_size
+        self.meta = meta or {}
+        self.n_chunks = (n_items + chunk_size - 1) // chunk_size
+
+    @property
+    def result_path(self) -> Path:
+        return self.folder / "result.pt"
+
+    def chunk_path(self, index: int) -> Path:
+        return self.folder / f"chunk_{index:06d}.pt"
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        return index * self.chunk_size, min((index + 1) * self.chunk_size, self.n_items)
+
+    def load_result(self) -> dict[str, torch.Tensor] | None:
+        """The merged result if it exists and is readable."""
+        if self.result_path.exists():
+            return safe_load(self.result_path)
+        return None
+
+    def _load_chunk(self, index: int) -> dict[str, torch.Tensor] | None:
+        path = self.chunk_path(index)
+        if not path.exists():
+            return None
+        data = safe_load(path)
+        start, stop = self.chunk_bounds(index)
+        if not isinstance(data, dict) or any(
+            not isinstance(v, torch.Tensor) or v.shape[0] != stop - start for v in data.values()
+        ):
+            if data is not None:
+                warnings.warn(f"crossgap cache: {path} has the wrong content; recomputing it.")
+            return None
+        return data
+
+    def compute_chunks(
+        self,
+        compute_fn: Callable[[int, int], dict[str, torch.Tensor]],
+        chunk_ids: Iterable[int] | None = None,
+        progress: bool = True,
+        desc: str = "chunks",
+    ) -> None:
+        """Compute (or skip, if already stored) the given chunks; each is saved atomically when done."""
+        from tqdm.auto import tqdm
+
+        _check_writable(self.folder)
+        if self.meta and not (self.folder / "meta.json").exists():
+            (self.folder / "meta.json").write_text(json.dumps(_canonical(self.meta), indent=1))
+        ids = list(range(self.n_chunks) if chunk_ids is None else chunk_ids)
+        todo = [i for i in ids if self._load_chunk(i) is None]
+        if len(todo) < len(ids):
+            log.info("%s: resuming, %d of %d chunks already stored in %s", desc, len(ids) - len(todo), len(ids), self.folder)
+        for index in tqdm(todo, desc=desc, disable=not progress or not todo, unit="chunk"):
+            start, stop = self.chunk_bounds(index)
+            out = compute_fn(start, stop)
+            atomic_save({k: v.detach().cpu() for k, v in out.items()}, self.chunk_path(index))
+
+    def merge(self, cleanup: bool = True) -> dict[str, torch.Tensor]:
+        """Concatenate all chunks into ``result.pt`` (and delete the chunk files)."""
+        parts = []
+        for i in range(self.n_chunks):
+            data = self._load_chunk(i)
+            if data is None:
+                raise RuntimeError(f"crossgap cache: chunk {i} of {self.folder} is missing; run compute_chunks first")
+            parts.append(data)
+        result = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        atomic_save(result, self.result_path)
+        if cleanup:
+            for i in range(self.n_chunks):
+                self.chunk_path(i).unlink(missing_ok=True)
+        return result
+
+    def get_or_compute(
+        self,
+        compute_fn: Callable[[int, int], dict[str, torch.Tensor]],
+        progress: bool = True,
+        desc: str = "chunks",
+    ) -> dict[str, torch.Tensor]:
+        """Load the stored result, or compute missing chunks (resuming), merge and return it."""
+        result = self.load_result()
+        if result is not None:
+            return result
+        self.compute_chunks(compute_fn, progress=progress, desc=desc)
+        return self.merge()
