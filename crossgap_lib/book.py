@@ -32,7 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path(__file__).resolve().parent
-BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "crossgap_lib")  # the library: for literalinclude
 
 
 class BookError(RuntimeError):
@@ -253,7 +253,7 @@ def assemble_sources(build_dir: Path) -> Path:
     for item in BOOK_SOURCES:
         origin, target = ROOT / item, src / item
         if origin.is_dir():
-            shutil.copytree(origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_executed", "_build"))
+            shutil.copytree(origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_executed", "_build", "__pycache__"))
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, target)
