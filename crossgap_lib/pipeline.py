@@ -1,0 +1,552 @@
+"""Dataset-scale feature extraction and modality inversion: batched, cached, resumable, sharded over ranks.
+
+Every public function here splits its work into chunks of rows and runs them through one machinery:
+
+- **Caching.** ``cache_dir=None`` computes in memory and writes nothing (even when ``$CROSSGAP_CACHE`` is set: caching is
+  always asked for explicitly). Pass a folder (``crossgap_lib.cache.default_cache_root()`` honours ``$CROSSGAP_CACHE``)
+  to store results under ``<cache_dir>/<kind>/<key>/`` with :class:`crossgap_lib.cache.ChunkStore`; ``key`` hashes
+  everything the result depends on (model name, weight identity, preprocessing or tokenizer, the input's content, every
+  parameter). A second call with the same key loads ``result.pt``; a changed parameter gives a new key.
+- **Resuming.** Each chunk is saved atomically when done, so a killed run loses at most the chunk in flight; a rerun
+  computes only the missing chunks. A corrupt chunk is recomputed with a warning, never used.
+- **Sharding.** Under ``torchrun`` (an initialised ``torch.distributed`` group) rank ``r`` computes chunks
+  ``r, r + world, ...``; with a cache, rank 0 merges the chunk files after a barrier and the other ranks load the merged
+  result (the folder must be on a file system all ranks see); without a cache the chunks are all-gathered in memory.
+  Every rank returns the full result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import re
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .cache import ChunkStore, atomic_save, cache_key, module_fingerprint, tensor_fingerprint
+from .models import LoadedClip
+
+__all__ = [
+    "encode_images",
+    "encode_texts",
+    "invert_dataset",
+    "dataset_fingerprint",
+    "weights_fingerprint",
+]
+
+CACHE_VERSION = 1  # bump when the stored layout or the computation changes meaning
+INVERSION_METHODS = ("oti", "ovi")
+_OFFSET_PARAMETER = "sample_offset"  # global index of the first target: per-sample seeds stay chunking-independent
+
+# ----------------------------------------------------------------------------------------------------------------------
+# identities
+
+
+_WEIGHTS_MEMO: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """:func:`crossgap_lib.cache.module_fingerprint` of ``model``, memoised per model object.
+
+    The memo is invalidated when any parameter or buffer is replaced or modified in place (tracked by the tensors'
+    storage pointers and autograd version counters), so training a model and encoding again never reuses stale keys.
+    """
+    state = tuple((t.data_ptr(), t._version) for t in model.state_dict(keep_vars=True).values())
+    memo = _WEIGHTS_MEMO.get(model)
+    if memo is not None and memo[0] == state:
+        return memo[1]
+    try:
+        fingerprint = module_fingerprint(model)
+    except RuntimeError:  # cache.tensor_fingerprint cannot view 0-dim tensors (e.g. logit_scale) as bytes
+        fingerprint = _module_fingerprint_0d_safe(model)
+    _WEIGHTS_MEMO[model] = (state, fingerprint)
+    return fingerprint
+
+
+def _module_fingerprint_0d_safe(model: torch.nn.Module) -> str:
+    """``module_fingerprint`` with 0-dim tensors hashed as shape (1,) tensors."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_fingerprint(t.reshape(1) if t.ndim == 0 else t).encode())
+    return h.hexdigest()[:16]
+
+
+def _image_bytes(image: Any, index: int) -> bytes:
+    if isinstance(image, Image.Image):
+        return f"{image.mode}{image.size}".encode() + image.tobytes()
+    if isinstance(image, torch.Tensor):
+        return tensor_fingerprint(image).encode()
+    raise ValueError(
+        f"dataset item {index}: expected (image, label) with a PIL image or a tensor, got {type(image).__name__}"
+    )
+
+
+def dataset_fingerprint(dataset: Any, progress: bool = False) -> str:
+    """Identity of a dataset's images: ``dataset.fingerprint()`` if it has one, else a hash of every image.
+
+    The fallback reads (decodes) every item once, i.e. costs about one pass over the dataset; give large datasets a
+    ``fingerprint()`` method (e.g. a hash of file names and sizes) to avoid it. A tensor dataset is hashed by content.
+    """
+    if isinstance(dataset, torch.Tensor):
+        return "tensor:" + tensor_fingerprint(dataset)
+    method = getattr(dataset, "fingerprint", None)
+    if callable(method):
+        return f"{type(dataset).__qualname__}:{method()}"
+    h = hashlib.sha256(f"{type(dataset).__qualname__}:{len(dataset)}".encode())
+    for i in tqdm(range(len(dataset)), desc="hashing dataset", disable=not progress, unit="img"):
+        h.update(_image_bytes(_image_of(dataset[i]), i))
+    return "items:" + h.hexdigest()[:16]
+
+
+def _probe_image() -> Image.Image:
+    """A fixed, non-square RGB gradient used to fingerprint a preprocessing pipeline by its output."""
+    yy, xx = np.mgrid[0:45, 0:61]
+    rgb = np.stack([xx * 4, yy * 5, (xx + yy) * 2], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb, mode="RGB")
+
+
+def _preprocess_fingerprint(preprocess: Callable) -> str:
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(preprocess))
+    output = preprocess(_probe_image())
+    return cache_key(text=text, output=output if isinstance(output, torch.Tensor) else repr(output))
+
+
+def _tokenizer_fingerprint(tokenizer: Callable) -> str:
+    probe = ["a photo of a cat.", "Two dogs, one ball; 3 people & a very long sentence that may be truncated here."]
+    return cache_key(kind=type(tokenizer).__qualname__, tokens=torch.as_tensor(tokenizer(probe)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# devices and shapes
+
+
+def _device(clip: LoadedClip) -> torch.device:
+    try:
+        return next(clip.model.parameters()).device
+    except StopIteration:
+        return torch.device(clip.device)
+
+
+def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, str]:
+    """Autocast context and its precision name: bf16 (or fp16) on CUDA, none (fp32) elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext(), "fp32"
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype), str(dtype).replace("torch.", "")
+
+
+def _embed_dim(clip: LoadedClip) -> int:
+    """Width of the joint embedding space."""
+    output_dim = getattr(getattr(clip.model, "visual", None), "output_dim", None)
+    if isinstance(output_dim, int) and output_dim > 0:
+        return output_dim
+    with torch.no_grad():
+        return int(clip.model.encode_text(clip.tokenizer(["a"]).to(_device(clip))).shape[-1])
+
+
+def _image_size(clip: LoadedClip) -> tuple[int, int] | None:
+    size = getattr(getattr(clip.model, "visual", None), "image_size", None)
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        return (int(size[0]), int(size[1]))
+    return None
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the chunk runner shared by features and inversions
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world_size) of the initialised ``torch.distributed`` group, or (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _on_rank0_then_share(fn: Callable[[], None], rank: int, world: int) -> None:
+    """Run ``fn`` on rank 0 only; if it raises, every rank raises the same error (instead of hanging at a barrier)."""
+    error = None
+    if rank == 0:
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - re-raised below on every rank
+            error = err
+    errors = _all_gather(None if error is None else (type(error), str(error)), world)
+    if errors[0] is not None:
+        if error is not None:
+            raise error
+        kind, message = errors[0]
+        raise kind(message) if issubclass(kind, (OSError, ValueError, RuntimeError)) else RuntimeError(message)
+
+
+def _prepare_folder(store: ChunkStore, meta: dict) -> None:
+    """Check the folder is writable, drop chunks stored with another chunk size, record ``meta.json``."""
+    folder = store.folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_probe_pipeline"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"crossgap cache directory {folder} is not writable ({err}). Pass another cache_dir=... or set the "
+            "CROSSGAP_CACHE environment variable to a writable folder and pass crossgap_lib.cache.default_cache_root()."
+        ) from err
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        try:
+            stored_chunk_size = json.loads(meta_path.read_text()).get("chunk_size")
+        except (OSError, ValueError):
+            stored_chunk_size = None
+        if stored_chunk_size != store.chunk_size:
+            stale = sorted(folder.glob("chunk_*.pt"))
+            if stale:
+                warnings.warn(
+                    f"crossgap cache: {folder} holds {len(stale)} chunks of size {stored_chunk_size}, now "
+                    f"chunk_size={store.chunk_size}; discarding them."
+                )
+            for path in stale:
+                path.unlink(missing_ok=True)
+            meta_path.unlink()
+    if not meta_path.exists():
+        meta_path.write_text(json.dumps(dict(meta, chunk_size=store.chunk_size), indent=1, sort_keys=True, default=str))
+
+
+def _concat(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _run_chunked(
+    compute_fn: Callable[[int, int], dict[str, torch.Tensor]],
+    n_items: int,
+    chunk_size: int,
+    cache_dir: str | Path | None,
+    kind: str,
+    key_parts: dict[str, Any],
+    progress: bool,
+    desc: str,
+) -> dict[str, torch.Tensor]:
+    """Compute ``compute_fn(start, stop)`` over all chunks (cached, resumed, sharded) and return the rows concatenated."""
+    rank, world = _dist()
+    n_chunks = (n_items + chunk_size - 1) // chunk_size
+    mine = list(range(rank, n_chunks, world))
+    show = progress and rank == 0
+
+    def bounds(index: int) -> tuple[int, int]:
+        return index * chunk_size, min((index + 1) * chunk_size, n_items)
+
+    if cache_dir is None:
+        computed = {i: _cpu(compute_fn(*bounds(i))) for i in tqdm(mine, desc=desc, disable=not show, unit="chunk")}
+        if world > 1:
+            gathered: dict[int, dict[str, torch.Tensor]] = {}
+            for part in _all_gather(computed, world):
+                gathered.update(part)
+            computed = gathered
+        return _concat([computed[i] for i in range(n_chunks)])
+
+    key = cache_key(version=CACHE_VERSION, kind=kind, **key_parts)
+    keys = _all_gather(key, world)
+    if len(set(keys)) > 1:
+        raise RuntimeError(f"{desc}: ranks disagree on the cache key ({keys}); every rank must pass the same inputs")
+    store = ChunkStore(Path(cache_dir) / kind, key, n_items, chunk_size)
+    result = store.load_result() if store.result_path.exists() else None
+    if all(_all_gather(result is not None, world)):
+        return result
+    _on_rank0_then_share(lambda: _prepare_folder(store, {"kind": kind, **key_parts}), rank, world)
+
+    todo = [i for i in mine if store._load_chunk(i) is None]
+    if len(todo) < len(mine) and show:
+        tqdm.write(f"{desc}: resuming, {len(mine) - len(todo)} of {len(mine)} chunks already in {store.folder}")
+    for index in tqdm(todo, desc=desc, disable=not show or not todo, unit="chunk"):
+        atomic_save(_cpu(compute_fn(*bounds(index))), store.chunk_path(index))
+
+    if world > 1:
+        torch.distributed.barrier()
+    _on_rank0_then_share(lambda: store.merge(), rank, world)
+    result = store.load_result()
+    if result is None:
+        raise RuntimeError(f"{desc}: merged result {store.result_path} could not be read back")
+    return result
+
+
+def _cpu(rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in rows.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# feature extraction
+
+
+def _image_of(item: Any) -> Any:
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def _check_count(n: int, name: str) -> int:
+    if n < 1:
+        raise ValueError(f"{name} is empty; expected at least one item")
+    return n
+
+
+def _check_positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class _ModelInputs(Dataset):
+    """Dataset items -> preprocessed float tensors (C, H, W).
+
+    PIL images and uint8 tensors (C, H, W) (C = 1 or 3, converted to PIL) go through ``preprocess``; floating tensors
+    are taken as already preprocessed and only checked against the model's input size.
+    """
+
+    def __init__(self, dataset: Any, preprocess: Callable, image_size: tuple[int, int] | None):
+        self.dataset, self.preprocess, self.image_size = dataset, preprocess, image_size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = _image_of(self.dataset[index])
+        if isinstance(image, torch.Tensor):
+            if image.ndim != 3 or image.shape[0] not in (1, 3):
+                raise ValueError(f"dataset item {index}: image tensor must be (C, H, W) with C in (1, 3), got "
+                                 f"shape {tuple(image.shape)}")
+            if image.dtype == torch.uint8:
+                array = image.permute(1, 2, 0).numpy()
+                image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+            elif image.is_floating_point():
+                if self.image_size is not None and tuple(image.shape[-2:]) != self.image_size:
+                    raise ValueError(f"dataset item {index}: preprocessed image has size {tuple(image.shape[-2:])}, "
+                                     f"the model expects {self.image_size}")
+                return image.float()
+            else:
+                raise ValueError(f"dataset item {index}: image tensor dtype must be uint8 or floating, got {image.dtype}")
+        if not isinstance(image, Image.Image):
+            raise ValueError(f"dataset item {index}: expected a PIL image or a tensor, got {type(image).__name__}")
+        return self.preprocess(image)
+
+
+def encode_images(
+    clip: LoadedClip,
+    dataset: Any,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
+    chunk_size: int = 4096,
+) -> torch.Tensor:
+    """L2-normalised image features (N, D) float32 on CPU of a dataset's images.
+
+    ``dataset`` is a sequence of ``(image, label)`` items (or bare images) where ``image`` is a PIL image (passed through
+    ``clip.preprocess``), a uint8 tensor (C, H, W) (converted to PIL, then ``clip.preprocess``: exactly what the PIL
+    image it encodes would give) or a floating tensor (C, H, W) already preprocessed; or a tensor (N, C, H, W) of such
+    images. With ``cache_dir`` the result is keyed by model, weights, preprocessing, precision and
+    :func:`dataset_fingerprint` (which reads every image once when the dataset has no ``fingerprint()``).
+    """
+    if isinstance(dataset, torch.Tensor) and dataset.ndim != 4:
+        raise ValueError(f"dataset tensor must be (N, C, H, W), got shape {tuple(dataset.shape)}")
+    n_items = _check_count(len(dataset), "dataset")
+    _check_positive(batch_size, "batch_size"), _check_positive(chunk_size, "chunk_size")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+    device = _device(clip)
+    inputs = _ModelInputs(dataset, clip.preprocess, _image_size(clip))
+    show = progress and _dist()[0] == 0
+
+    def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
+        subset = torch.utils.data.Subset(inputs, range(start, stop))
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+        features = []
+        autocast, _ = _autocast(device)
+        with torch.no_grad(), autocast, _eval_mode(clip.model):
+            for images in tqdm(loader, desc="encode_images", leave=False, disable=not show, unit="batch"):
+                encoded = clip.model.encode_image(images.to(device, non_blocking=True))
+                features.append(F.normalize(encoded.float(), dim=-1).cpu())
+        return {"features": torch.cat(features)}
+
+    key_parts = {}
+    if cache_dir is not None:
+        key_parts = {
+            "model": clip.name,
+            "pretrained": str(clip.pretrained),
+            "weights": weights_fingerprint(clip.model),
+            "preprocess": _preprocess_fingerprint(clip.preprocess),
+            "dataset": dataset_fingerprint(dataset, progress=show),
+            "n_items": n_items,
+            "precision": _autocast(device)[1],
+        }
+    rows = _run_chunked(compute, n_items, chunk_size, cache_dir, "image_features", key_parts, progress, "encode_images")
+    return rows["features"]
+
+
+def encode_texts(
+    clip: LoadedClip,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    chunk_size: int = 16384,
+) -> torch.Tensor:
+    """L2-normalised text features (N, D) float32 on CPU of ``texts`` tokenised with ``clip.tokenizer``.
+
+    With ``cache_dir`` the result is keyed by model, weights, tokenizer behaviour, precision and a hash of the strings.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"texts must be a list of str, got {type(texts).__name__}"
+                         + ("" if isinstance(texts, str) else " with non-str items"))
+    texts = list(texts)
+    n_items = _check_count(len(texts), "texts")
+    _check_positive(batch_size, "batch_size"), _check_positive(chunk_size, "chunk_size")
+    device = _device(clip)
+    show = progress and _dist()[0] == 0
+
+    def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
+        features = []
+        autocast, _ = _autocast(device)
+        with torch.no_grad(), autocast, _eval_mode(clip.model):
+            for first in tqdm(range(start, stop, batch_size), desc="encode_texts", leave=False, disable=not show):
+                tokens = clip.tokenizer(texts[first:min(first + batch_size, stop)]).to(device)
+                features.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu())
+        return {"features": torch.cat(features)}
+
+    key_parts = {}
+    if cache_dir is not None:
+        key_parts = {
+            "model": clip.name,
+            "pretrained": str(clip.pretrained),
+            "weights": weights_fingerprint(clip.model),
+            "tokenizer": _tokenizer_fingerprint(clip.tokenizer),
+            "texts": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16],
+            "n_items": n_items,
+            "precision": _autocast(device)[1],
+        }
+    rows = _run_chunked(compute, n_items, chunk_size, cache_dir, "text_features", key_parts, progress, "encode_texts")
+    return rows["features"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# inversion
+
+
+def _check_features(features: Any, embed_dim: int, name: str) -> torch.Tensor:
+    if not isinstance(features, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor (N, {embed_dim}), got {type(features).__name__}")
+    if features.ndim != 2 or features.shape[1] != embed_dim:
+        raise ValueError(f"{name} must have shape (N, {embed_dim}) (the model's embedding width), got "
+                         f"{tuple(features.shape)}")
+    _check_count(features.shape[0], name)
+    if not features.is_floating_point() or not torch.isfinite(features).all():
+        raise ValueError(f"{name} must be finite floating-point values, got dtype {features.dtype}")
+    return features.detach().float().cpu().contiguous()
+
+
+def _inversion_parameters(fn: Callable, method: str, inversion_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``fn`` (defaults filled in) except the model, the targets and ``progress``."""
+    signature = inspect.signature(fn)
+    accepted = [p for p in list(signature.parameters.values())[2:]  # after (clip, target features)
+                if p.name != "progress" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(inversion_kwargs) - {p.name for p in accepted})
+    if unknown:
+        raise ValueError(f"unknown {method} parameter(s) {unknown}; expected some of {[p.name for p in accepted]}")
+    return {p.name: inversion_kwargs.get(p.name, p.default) for p in accepted if p.name != _OFFSET_PARAMETER}
+
+
+def _result_rows(result: Any) -> dict[str, torch.Tensor]:
+    """An ``InversionResult`` as tensors whose first dimension is the sample (history stored as (N, T, D))."""
+    rows = {"features": result.features, "pseudo_tokens": result.pseudo_tokens, "losses": result.losses}
+    if result.history is not None:
+        n = result.features.shape[0]
+        rows["history"] = result.history.transpose(0, 1)
+        rows["history_steps"] = torch.as_tensor(result.history_steps, dtype=torch.long).expand(n, -1)
+    return rows
+
+
+def _rows_result(rows: dict[str, torch.Tensor], result_type: type) -> Any:
+    history = rows.get("history")
+    return result_type(
+        features=rows["features"],
+        pseudo_tokens=rows["pseudo_tokens"],
+        losses=rows["losses"],
+        history=None if history is None else history.transpose(0, 1).contiguous(),
+        history_steps=None if history is None else rows["history_steps"][0].tolist(),
+    )
+
+
+def invert_dataset(
+    clip: LoadedClip,
+    method: str = "oti",
+    features: torch.Tensor | None = None,
+    cache_dir: str | Path | None = None,
+    chunk_size: int = 256,
+    progress: bool = True,
+    **inversion_kwargs: Any,
+):
+    """Invert target features (N, D) with ``oti`` (image features -> text pseudo-tokens) or ``ovi`` (the reverse).
+
+    ``inversion_kwargs`` go to :func:`crossgap_lib.inversion.oti` / ``ovi`` (``steps``, ``lr``, ``seed``, ...). Work runs
+    in chunks of ``chunk_size`` samples; each sample's result is independent of the chunking (its random
+    initialisation is drawn from its global index). With ``cache_dir`` the result is keyed by model, weights, method,
+    every inversion parameter (defaults included) and the features' content. Returns an ``InversionResult`` with
+    ``features`` (N, D) L2-normalised, ``pseudo_tokens`` (N, R, width), ``losses`` (N, steps) and, with
+    ``record_every``, ``history`` (T, N, D) and ``history_steps``.
+    """
+    if method not in INVERSION_METHODS:
+        raise ValueError(f"method must be one of {INVERSION_METHODS}, got {method!r}")
+    if features is None:
+        raise ValueError(f"features is required: the target {'image' if method == 'oti' else 'text'} features (N, D)")
+    features = _check_features(features, _embed_dim(clip), "features")
+    _check_positive(chunk_size, "chunk_size")
+    from . import inversion
+
+    invert = getattr(inversion, method)
+    parameters = _inversion_parameters(invert, method, inversion_kwargs)
+
+    def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
+        result = invert(clip, features[start:stop], progress=False, **{_OFFSET_PARAMETER: start}, **parameters)
+        return _result_rows(result)
+
+    key_parts = {}
+    if cache_dir is not None:
+        key_parts = {
+            "model": clip.name,
+            "pretrained": str(clip.pretrained),
+            "weights": weights_fingerprint(clip.model),
+            "method": method,
+            "parameters": parameters,
+            "features": tensor_fingerprint(features),
+        }
+    rows = _run_chunked(compute, features.shape[0], chunk_size, cache_dir, f"inversion_{method}", key_parts, progress,
+                        f"invert_dataset[{method}]")
+    return _rows_result(rows, inversion.InversionResult)
