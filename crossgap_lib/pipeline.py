@@ -24,8 +24,9 @@ import json
 import re
 import warnings
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,22 +39,22 @@ from .cache import ChunkStore, atomic_save, cache_key, module_fingerprint, tenso
 from .models import LoadedClip
 
 __all__ = [
+    "dataset_fingerprint",
     "encode_images",
     "encode_texts",
     "invert_dataset",
-    "dataset_fingerprint",
     "weights_fingerprint",
 ]
 
 CACHE_VERSION = 1  # bump when the stored layout or the computation changes meaning
 INVERSION_METHODS = ("oti", "ovi")
-_OFFSET_PARAMETER = "sample_offset"  # global index of the first target: per-sample seeds stay chunking-independent
+_OFFSET_PARAMETER = "index_offset"  # global index of the first target: per-sample seeds stay chunking-independent
 
 # ----------------------------------------------------------------------------------------------------------------------
 # identities
 
 
-_WEIGHTS_MEMO: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_WEIGHTS_MEMO: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -296,7 +297,8 @@ def _run_chunked(
     _on_rank0_then_share(lambda: store.merge(), rank, world)
     result = store.load_result()
     if result is None:
-        raise RuntimeError(f"{desc}: merged result {store.result_path} could not be read back")
+        raise RuntimeError(f"{desc}: merged result {store.result_path} could not be read back (with several ranks, "
+                           "cache_dir must be on a file system that every rank sees)")
     return result
 
 
@@ -354,7 +356,7 @@ class _ModelInputs(Dataset):
             else:
                 raise ValueError(f"dataset item {index}: image tensor dtype must be uint8 or floating, got {image.dtype}")
         if not isinstance(image, Image.Image):
-            raise ValueError(f"dataset item {index}: expected a PIL image or a tensor, got {type(image).__name__}")
+            raise ValueError(f"dataset item {index}: expected a PIL image or a tensor, got {type(image).__name__}")  # noqa: TRY004
         return self.preprocess(image)
 
 
@@ -378,7 +380,8 @@ def encode_images(
     if isinstance(dataset, torch.Tensor) and dataset.ndim != 4:
         raise ValueError(f"dataset tensor must be (N, C, H, W), got shape {tuple(dataset.shape)}")
     n_items = _check_count(len(dataset), "dataset")
-    _check_positive(batch_size, "batch_size"), _check_positive(chunk_size, "chunk_size")
+    _check_positive(batch_size, "batch_size")
+    _check_positive(chunk_size, "chunk_size")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
     device = _device(clip)
@@ -428,7 +431,8 @@ def encode_texts(
                          + ("" if isinstance(texts, str) else " with non-str items"))
     texts = list(texts)
     n_items = _check_count(len(texts), "texts")
-    _check_positive(batch_size, "batch_size"), _check_positive(chunk_size, "chunk_size")
+    _check_positive(batch_size, "batch_size")
+    _check_positive(chunk_size, "chunk_size")
     device = _device(clip)
     show = progress and _dist()[0] == 0
 
@@ -462,7 +466,7 @@ def encode_texts(
 
 def _check_features(features: Any, embed_dim: int, name: str) -> torch.Tensor:
     if not isinstance(features, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor (N, {embed_dim}), got {type(features).__name__}")
+        raise ValueError(f"{name} must be a tensor (N, {embed_dim}), got {type(features).__name__}")  # noqa: TRY004
     if features.ndim != 2 or features.shape[1] != embed_dim:
         raise ValueError(f"{name} must have shape (N, {embed_dim}) (the model's embedding width), got "
                          f"{tuple(features.shape)}")
@@ -546,6 +550,7 @@ def invert_dataset(
             "method": method,
             "parameters": parameters,
             "features": tensor_fingerprint(features),
+            "precision": _autocast(_device(clip))[1],  # inversion autocasts on CUDA like feature extraction
         }
     rows = _run_chunked(compute, features.shape[0], chunk_size, cache_dir, f"inversion_{method}", key_parts, progress,
                         f"invert_dataset[{method}]")

@@ -6,7 +6,6 @@ import functools
 import os
 import sys
 import types
-import warnings
 from dataclasses import dataclass
 
 import open_clip
@@ -76,13 +75,13 @@ class FakeInversionResult:
 
 
 def _fake_invert(clip, targets, num_pseudo_tokens=1, steps=5, lr=2e-2, weight_decay=0.01, batch_size=64, seed=0,
-                 record_every=None, progress=True, sample_offset=0, template=None):
+                 record_every=None, progress=True, index_offset=0, template=None):
     n, dim = targets.shape
     tokens = torch.stack([
-        torch.randn(num_pseudo_tokens, 8, generator=torch.Generator().manual_seed(seed * 100003 + sample_offset + i))
+        torch.randn(num_pseudo_tokens, 8, generator=torch.Generator().manual_seed(seed * 100003 + index_offset + i))
         for i in range(n)
     ])
-    FAKE_CALLS.append((sample_offset, n))
+    FAKE_CALLS.append((index_offset, n))
     mixed = targets + lr * tokens.sum(1).repeat(1, dim // 8 + 1)[:, :dim]
     losses = torch.stack([1.0 / (s + 1) + mixed.norm(dim=-1) * weight_decay for s in range(steps)], dim=1)
     history = history_steps = None
@@ -93,15 +92,15 @@ def _fake_invert(clip, targets, num_pseudo_tokens=1, steps=5, lr=2e-2, weight_de
 
 
 def fake_oti(clip, image_features, template="a photo of {}", num_pseudo_tokens=1, steps=5, lr=2e-2,
-             weight_decay=0.01, batch_size=64, seed=0, record_every=None, progress=True, sample_offset=0):
+             weight_decay=0.01, batch_size=64, seed=0, record_every=None, progress=True, index_offset=0):
     return _fake_invert(clip, image_features, num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed,
-                        record_every, progress, sample_offset, template)
+                        record_every, progress, index_offset, template)
 
 
 def fake_ovi(clip, text_features, num_pseudo_tokens=1, steps=5, lr=2e-2, weight_decay=0.01, batch_size=64, seed=0,
-             record_every=None, progress=True, sample_offset=0):
+             record_every=None, progress=True, index_offset=0):
     return _fake_invert(clip, text_features, num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed,
-                        record_every, progress, sample_offset)
+                        record_every, progress, index_offset)
 
 
 FAKE_CALLS: list[tuple[int, int]] = []
@@ -227,6 +226,31 @@ def test_feature_inputs_are_validated(clip, tmp_path):
         pipeline.encode_images(clip, [("not an image", 0)], progress=False)
 
 
+def test_encode_images_on_the_generated_dataset_with_load_clip(tmp_path, monkeypatch):
+    from crossgap_lib.datasets.shapes import make_shapes
+    from crossgap_lib.models import load_clip
+
+    micro = load_clip("crossgap-micro")
+    shapes = make_shapes("test", n=6, seed=0)
+    features = pipeline.encode_images(micro, shapes, cache_dir=tmp_path, batch_size=4, progress=False)
+    torch.testing.assert_close(features, pipeline.encode_images(micro, shapes.images, progress=False))
+    monkeypatch.setattr(type(shapes), "__getitem__", lambda *a: pytest.fail("cache hit must not read images"))
+    assert torch.equal(pipeline.encode_images(micro, shapes, cache_dir=tmp_path, progress=False), features)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_autocast_features_close_to_cpu_and_keyed_apart(tmp_path):
+    cpu_clip, cuda_clip = make_clip(), make_clip()
+    cuda_clip.model.cuda()
+    images, texts = make_images(5), ["a red square", "a blue circle"]
+    for encode, data in ((pipeline.encode_images, images), (pipeline.encode_texts, texts)):
+        on_cpu = encode(cpu_clip, data, cache_dir=tmp_path, progress=False)
+        on_cuda = encode(cuda_clip, data, cache_dir=tmp_path, progress=False)
+        assert on_cuda.device.type == "cpu" and on_cuda.dtype == torch.float32
+        torch.testing.assert_close(on_cuda, on_cpu, atol=3e-2, rtol=0)
+    assert len(list(tmp_path.glob("*_features/*/result.pt"))) == 4  # fp32 and autocast results stored apart
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # inversion machinery (stand-in inversion)
 
@@ -293,7 +317,7 @@ def test_corrupt_chunk_is_recomputed_with_a_warning(clip, fake_inversion, tmp_pa
 
     @functools.wraps(fake_ovi)
     def crash_on_second_chunk(*args, **kwargs):
-        if kwargs["sample_offset"] > 0:
+        if kwargs["index_offset"] > 0:
             raise RuntimeError("stop")
         return fake_ovi(*args, **kwargs)
 
@@ -344,6 +368,28 @@ def test_invert_dataset_validates_input(clip, fake_inversion, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# the real crossgap_lib.inversion
+
+
+def test_real_oti_and_ovi_are_independent_of_chunking(clip, tmp_path):
+    from crossgap_lib import inversion
+
+    image_features = pipeline.encode_images(clip, make_images(5), progress=False)
+    text_features = pipeline.encode_texts(clip, [f"a photo of {w}" for w in ("a", "b", "c", "d", "e")], progress=False)
+    for method, target in (("oti", image_features), ("ovi", text_features)):
+        direct = getattr(inversion, method)(clip, target, steps=3, batch_size=5, record_every=2, progress=False)
+        chunked = pipeline.invert_dataset(clip, method, target, chunk_size=2, progress=False, steps=3, batch_size=5,
+                                          record_every=2)
+        cached = pipeline.invert_dataset(clip, method, target, cache_dir=tmp_path, chunk_size=3, progress=False,
+                                         steps=3, batch_size=5, record_every=2)
+        assert isinstance(chunked, inversion.InversionResult)
+        assert chunked.losses.shape == (5, 3) and chunked.history_steps == direct.history_steps
+        assert_results_equal(chunked, direct, atol=1e-5)
+        assert_results_equal(cached, direct, atol=1e-5)
+        assert not torch.allclose(direct.pseudo_tokens[0], direct.pseudo_tokens[1])  # per-sample initialisations
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # sharding: two real gloo processes
 
 
@@ -365,6 +411,7 @@ def _sharded_worker(rank: int, world: int, init_file: str, cache_dir: str, out_d
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes importing torch: 10-20 s on 2 shared cores
 def test_two_rank_run_equals_single_process(clip, fake_inversion, tmp_path):
     import torch.multiprocessing as mp
 
