@@ -44,10 +44,12 @@ import functools
 import logging
 import os
 import pickle
+import re
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
@@ -181,7 +183,7 @@ def _hf_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _network_available(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (checked once per host)."""
     try:
@@ -235,9 +237,9 @@ def _locate_weights(arch: str, tag: str, progress: bool = True) -> tuple[str, di
             for suffix in WEIGHT_SUFFIXES:
                 candidate = folder / f"{arch}__{t}{suffix}"
                 if candidate.is_file():
-                    return str(candidate), get_pretrained_cfg(arch, tag)
+                    return str(candidate), get_pretrained_cfg(arch, _clean_tag(tag))
 
-    tag_cfg = get_pretrained_cfg(arch, tag)
+    tag_cfg = get_pretrained_cfg(arch, _clean_tag(tag))
     slip_tag = _clean_tag(tag) if _clean_tag(tag) in SLIP_TAGS.get(arch, ()) else None
     if not tag_cfg and slip_tag is None:
         known = list_pretrained_tags(arch)
@@ -254,6 +256,10 @@ def _locate_weights(arch: str, tag: str, progress: bool = True) -> tuple[str, di
         repo_id, filenames = _hf_repo_and_files(tag_cfg)
         cached = _hf_cached_file(repo_id, filenames)
         looked.append(f"Hugging Face cache {_hf_hub_cache()} (repo {repo_id}, files {filenames})")
+        if tag_cfg.get("url") and not cached:  # also accept a file open_clip fetched from the tag's plain URL
+            url_copy = _url_cache() / os.path.basename(tag_cfg["url"])
+            looked.append(str(url_copy))
+            cached = str(url_copy) if url_copy.is_file() else None
         if cached:
             return cached, tag_cfg
         url, host = f"hf-hub:{repo_id}", _hf_host()
@@ -318,11 +324,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[-1][:300]
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            if found is None:  # not a pickle torch can parse at all
+                raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint (unreadable pickle); {expected}") from exc
             raise ValueError(
-                f"{str(path)!r} was refused by torch.load(weights_only=True): it holds Python objects other than "
-                f"tensors and plain containers ({first}). {expected}. If you trust the file, re-save its state "
-                f"dict: torch.save(obj['state_dict'], 'clean.pt')."
+                f"{str(path)!r} was refused by torch.load(weights_only=True): it holds the Python object "
+                f"{found.group(1)}, not only tensors and plain containers; {expected}. If you trust the file, "
+                f"re-save its state dict: torch.save(obj['state_dict'], 'clean.pt')."
             ) from exc
         except Exception as exc:
             raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {exc}); {expected}") from exc
@@ -354,7 +362,7 @@ def convert_slip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     (D, vision_width); text keys (``transformer.*``, ``token_embedding``, ``positional_embedding``, ``ln_final``,
     ``text_projection``, ``logit_scale``) keep their names.
     """
-    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if not is_slip_state_dict(state_dict):
         raise ValueError(
             "state_dict: not a SLIP layout, expected 'image_projection' and timm 'visual.blocks.*' keys, got "
@@ -398,17 +406,17 @@ def _load_weights(model: torch.nn.Module, arch: str, path: str) -> None:
             f"pretrained: checkpoint {path!r} was saved for model {saved_name!r}, but name resolves to {arch!r}; "
             f"call load_clip({saved_name!r}, pretrained={path!r})"
         )
-    state_dict = _to_open_clip_state_dict(model, state_dict)
     try:
+        state_dict = _to_open_clip_state_dict(model, state_dict)
         model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # open_clip's pos-embed resizing asserts on width mismatches
         missing = sorted(set(model.state_dict()) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(model.state_dict()))
         raise ValueError(
             f"Checkpoint {path!r} does not fit model {arch!r}: missing keys {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}. Expected an open_clip {arch} state dict, a crossgap_lib.train "
-            f"checkpoint of {arch} or a SLIP checkpoint. ({str(exc).splitlines()[-1][:300]})"
+            f"checkpoint of {arch} or a SLIP checkpoint. ({(str(exc) or type(exc).__name__).splitlines()[-1][:300]})"
         ) from exc
 
 
