@@ -2,16 +2,18 @@
 
 Every public function here splits its work into chunks of rows and runs them through one machinery:
 
-- **Caching.** ``cache_dir=None`` computes in memory and writes nothing (even when ``$CROSSGAP_CACHE`` is set: caching is
-  always asked for explicitly). Pass a folder (``crossgap_lib.cache.default_cache_root()`` honours ``$CROSSGAP_CACHE``)
-  to store results under ``<cache_dir>/<kind>/<key>/`` with :class:`crossgap_lib.cache.ChunkStore`; ``key`` hashes
-  everything the result depends on (model name, weight identity, preprocessing or tokenizer, the input's content, every
-  parameter). A second call with the same key loads ``result.pt``; a changed parameter gives a new key.
+- **Caching.** ``cache_dir=None`` computes in memory and writes nothing (even when ``$CROSSGAP_CACHE`` is set: caching
+  is always asked for explicitly). Pass a folder (``crossgap_lib.cache.default_cache_root()`` honours
+  ``$CROSSGAP_CACHE``) to store results under ``<cache_dir>/<kind>/<key>/`` with
+  :class:`crossgap_lib.cache.ChunkStore`; ``key`` hashes everything the result depends on (model name, weight
+  identity, preprocessing or tokenizer, the input's content, every parameter). A second call with the same key loads
+  ``result.pt``; a changed parameter gives a new key.
 - **Resuming.** Each chunk is saved atomically when done, so a killed run loses at most the chunk in flight; a rerun
   computes only the missing chunks. A corrupt chunk is recomputed with a warning, never used.
-- **Sharding.** Under ``torchrun`` (an initialised ``torch.distributed`` group) rank ``r`` computes chunks
-  ``r, r + world, ...``; with a cache, rank 0 merges the chunk files after a barrier and the other ranks load the merged
-  result (the folder must be on a file system all ranks see); without a cache the chunks are all-gathered in memory.
+- **Sharding.** Under ``torchrun``, once the script has called ``torch.distributed.init_process_group()``, rank
+  ``r`` computes chunks ``r, r + world, ...``; with a cache, rank 0 merges the chunk files after a barrier and the
+  other ranks load the merged result (the folder must be on a file system all ranks see); without a cache the chunks
+  are all-gathered in memory. A rank that raises leaves the others at the barrier until torchrun stops them.
   Every rank returns the full result.
 """
 
@@ -21,6 +23,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import os
 import re
 import warnings
 import weakref
@@ -184,6 +187,9 @@ def _dist() -> tuple[int, int]:
     """(rank, world_size) of the initialised ``torch.distributed`` group, or (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        warnings.warn("crossgap pipeline: WORLD_SIZE > 1 but no torch.distributed process group is initialised; every "
+                      "rank computes everything. Call torch.distributed.init_process_group() first to shard the work.")
     return 0, 1
 
 
@@ -258,7 +264,7 @@ def _run_chunked(
     progress: bool,
     desc: str,
 ) -> dict[str, torch.Tensor]:
-    """Compute ``compute_fn(start, stop)`` over all chunks (cached, resumed, sharded) and return the rows concatenated."""
+    """Run ``compute_fn(start, stop)`` over all chunks (cached, resumed, sharded); the rows concatenated."""
     rank, world = _dist()
     n_chunks = (n_items + chunk_size - 1) // chunk_size
     mine = list(range(rank, n_chunks, world))
@@ -354,9 +360,11 @@ class _ModelInputs(Dataset):
                                      f"the model expects {self.image_size}")
                 return image.float()
             else:
-                raise ValueError(f"dataset item {index}: image tensor dtype must be uint8 or floating, got {image.dtype}")
+                raise ValueError(f"dataset item {index}: image tensor dtype must be uint8 or floating, "
+                                 f"got {image.dtype}")
         if not isinstance(image, Image.Image):
-            raise ValueError(f"dataset item {index}: expected a PIL image or a tensor, got {type(image).__name__}")  # noqa: TRY004
+            got = type(image).__name__
+            raise ValueError(f"dataset item {index}: expected a PIL image or a tensor, got {got}")  # noqa: TRY004
         return self.preprocess(image)
 
 
@@ -371,10 +379,10 @@ def encode_images(
 ) -> torch.Tensor:
     """L2-normalised image features (N, D) float32 on CPU of a dataset's images.
 
-    ``dataset`` is a sequence of ``(image, label)`` items (or bare images) where ``image`` is a PIL image (passed through
-    ``clip.preprocess``), a uint8 tensor (C, H, W) (converted to PIL, then ``clip.preprocess``: exactly what the PIL
-    image it encodes would give) or a floating tensor (C, H, W) already preprocessed; or a tensor (N, C, H, W) of such
-    images. With ``cache_dir`` the result is keyed by model, weights, preprocessing, precision and
+    ``dataset`` is a sequence of ``(image, label)`` items (or bare images) where ``image`` is a PIL image (passed
+    through ``clip.preprocess``), a uint8 tensor (C, H, W) (converted to PIL, then ``clip.preprocess``: exactly what the
+    PIL image it encodes would give) or a floating tensor (C, H, W) already preprocessed; or a tensor (N, C, H, W) of
+    such images. With ``cache_dir`` the result is keyed by model, weights, preprocessing, precision and
     :func:`dataset_fingerprint` (which reads every image once when the dataset has no ``fingerprint()``).
     """
     if isinstance(dataset, torch.Tensor) and dataset.ndim != 4:
@@ -519,8 +527,8 @@ def invert_dataset(
 ):
     """Invert target features (N, D) with ``oti`` (image features -> text pseudo-tokens) or ``ovi`` (the reverse).
 
-    ``inversion_kwargs`` go to :func:`crossgap_lib.inversion.oti` / ``ovi`` (``steps``, ``lr``, ``seed``, ...). Work runs
-    in chunks of ``chunk_size`` samples; each sample's result is independent of the chunking (its random
+    ``inversion_kwargs`` go to :func:`crossgap_lib.inversion.oti` / ``ovi`` (``steps``, ``lr``, ``seed``, ...). Work
+    runs in chunks of ``chunk_size`` samples; each sample's result is independent of the chunking (its random
     initialisation is drawn from its global index). With ``cache_dir`` the result is keyed by model, weights, method,
     every inversion parameter (defaults included) and the features' content. Returns an ``InversionResult`` with
     ``features`` (N, D) L2-normalised, ``pseudo_tokens`` (N, R, width), ``losses`` (N, steps) and, with

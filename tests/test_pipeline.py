@@ -1,4 +1,4 @@
-"""Tests for crossgap_lib.pipeline: batched features and inversions, cached, resumed after a crash, sharded over ranks."""
+"""Tests for crossgap_lib.pipeline: features and inversions, cached, resumed after a crash, sharded over ranks."""
 
 from __future__ import annotations
 
