@@ -14,8 +14,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -55,7 +56,7 @@ def tensor_fingerprint(tensor: torch.Tensor) -> str:
     """Hash of a tensor's dtype, shape and bytes."""
     t = tensor.detach().cpu().contiguous()
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -97,7 +98,7 @@ def safe_load(path: str | Path) -> Any | None:
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_probe"
+        probe = folder / f".write_probe.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
@@ -139,7 +140,8 @@ class ChunkStore:
             return safe_load(self.result_path)
         return None
 
-    def _load_chunk(self, index: int) -> dict[str, torch.Tensor] | None:
+    def load_chunk(self, index: int) -> dict[str, torch.Tensor] | None:
+        """Chunk ``index`` if stored and valid; ``None`` (recompute it) if missing, corrupt or of the wrong size."""
         path = self.chunk_path(index)
         if not path.exists():
             return None
@@ -167,9 +169,9 @@ class ChunkStore:
         if self.meta and not (self.folder / "meta.json").exists():
             (self.folder / "meta.json").write_text(json.dumps(_canonical(self.meta), indent=1))
         ids = list(range(self.n_chunks) if chunk_ids is None else chunk_ids)
-        todo = [i for i in ids if self._load_chunk(i) is None]
-        if len(todo) < len(ids):
-            log.info("%s: resuming, %d of %d chunks already stored in %s", desc, len(ids) - len(todo), len(ids), self.folder)
+        todo = [i for i in ids if self.load_chunk(i) is None]
+        if len(todo) < len(ids) and progress:
+            tqdm.write(f"{desc}: resuming, {len(ids) - len(todo)} of {len(ids)} chunks already stored in {self.folder}")
         for index in tqdm(todo, desc=desc, disable=not progress or not todo, unit="chunk"):
             start, stop = self.chunk_bounds(index)
             out = compute_fn(start, stop)
@@ -179,7 +181,7 @@ class ChunkStore:
         """Concatenate all chunks into ``result.pt`` (and delete the chunk files)."""
         parts = []
         for i in range(self.n_chunks):
-            data = self._load_chunk(i)
+            data = self.load_chunk(i)
             if data is None:
                 raise RuntimeError(f"crossgap cache: chunk {i} of {self.folder} is missing; run compute_chunks first")
             parts.append(data)

@@ -38,7 +38,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import ChunkStore, atomic_save, cache_key, module_fingerprint, tensor_fingerprint
+from .cache import ChunkStore, cache_key, module_fingerprint, tensor_fingerprint
 from .models import LoadedClip
 
 __all__ = [
@@ -70,21 +70,9 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     memo = _WEIGHTS_MEMO.get(model)
     if memo is not None and memo[0] == state:
         return memo[1]
-    try:
-        fingerprint = module_fingerprint(model)
-    except RuntimeError:  # cache.tensor_fingerprint cannot view 0-dim tensors (e.g. logit_scale) as bytes
-        fingerprint = _module_fingerprint_0d_safe(model)
+    fingerprint = module_fingerprint(model)
     _WEIGHTS_MEMO[model] = (state, fingerprint)
     return fingerprint
-
-
-def _module_fingerprint_0d_safe(model: torch.nn.Module) -> str:
-    """``module_fingerprint`` with 0-dim tensors hashed as shape (1,) tensors."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor_fingerprint(t.reshape(1) if t.ndim == 0 else t).encode())
-    return h.hexdigest()[:16]
 
 
 def _image_bytes(image: Any, index: int) -> bytes:
@@ -292,11 +280,7 @@ def _run_chunked(
         return result
     _on_rank0_then_share(lambda: _prepare_folder(store, {"kind": kind, **key_parts}), rank, world)
 
-    todo = [i for i in mine if store._load_chunk(i) is None]
-    if len(todo) < len(mine) and show:
-        tqdm.write(f"{desc}: resuming, {len(mine) - len(todo)} of {len(mine)} chunks already in {store.folder}")
-    for index in tqdm(todo, desc=desc, disable=not show or not todo, unit="chunk"):
-        atomic_save(_cpu(compute_fn(*bounds(index))), store.chunk_path(index))
+    store.compute_chunks(lambda start, stop: _cpu(compute_fn(start, stop)), chunk_ids=mine, progress=show, desc=desc)
 
     if world > 1:
         torch.distributed.barrier()

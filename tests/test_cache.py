@@ -93,3 +93,10 @@ def test_bad_sizes():
         ChunkStore("x", "k", 0, 1)
     with pytest.raises(ValueError, match="chunk_size"):
         ChunkStore("x", "k", 3, 0)
+
+
+def test_fingerprint_of_zero_dim_tensors_and_clip_like_modules():
+    assert tensor_fingerprint(torch.tensor(2.0)) != tensor_fingerprint(torch.tensor(3.0))
+    module = torch.nn.Module()
+    module.logit_scale = torch.nn.Parameter(torch.tensor(4.6))
+    assert len(module_fingerprint(module)) == 16
