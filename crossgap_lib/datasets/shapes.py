@@ -24,8 +24,8 @@ from __future__ import annotations
 import itertools
 import re
 import textwrap
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -77,12 +77,6 @@ NUISANCE_PHRASES = {
 }
 
 
-def _check_names(argument: str, given: Sequence[str], known: Sequence[str]) -> None:
-    unknown = [g for g in given if g not in known]
-    if not given or unknown or len(set(given)) != len(given):
-        raise ValueError(f"{argument}: got {list(given)}; expected distinct names from {list(known)}")
-
-
 @dataclass(frozen=True)
 class ShapesConfig:
     """Class factors, nuisance factors and their strength, and caption settings of the shapes dataset."""
@@ -99,35 +93,30 @@ class ShapesConfig:
     max_distractors: int = 3  # nuisance: 0..max small distractor shapes
     texture_strength: float = 45.0  # amplitude of background textures (0..255 scale)
     position_jitter: float = 0.06  # uniform jitter of the object centre, fraction of the image side
+    size_jitter: float = 0.1  # uniform relative jitter of the object radius
     colour_jitter: float = 20.0  # uniform per-channel jitter of the object colour (0..255 scale)
     pixel_noise: float = 6.0  # std of Gaussian pixel noise (0..255 scale)
     n_captions: int = 5
     nuisance_caption_rate: float = 0.0  # share of captions that also name one nuisance value
 
     def __post_init__(self) -> None:
-        for name in ("shapes", "colours", "patterns", "backgrounds", "textures", "sizes", "positions"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise ValueError(f"{name}: got the string {value!r}; expected a list of names")
-            if value is not None:
-                object.__setattr__(self, name, tuple(value))
-        if not isinstance(self.image_size, int) or self.image_size < 16:
-            raise ValueError(f"image_size: got {self.image_size!r}; expected an int >= 16")
-        _check_names("shapes", self.shapes, list(SHAPE_WORDS))
-        _check_names("colours", self.colours, list(COLOUR_RGB))
-        if self.patterns is not None:
-            _check_names("patterns", self.patterns, list(PATTERN_WORDS))
-        _check_names("backgrounds", self.backgrounds, list(BACKGROUND_RGB))
-        _check_names("textures", self.textures, TEXTURES)
-        _check_names("sizes", self.sizes, list(SIZE_RADIUS))
-        _check_names("positions", self.positions, POSITIONS)
-        for name, low in (("n_rotations", 1), ("max_distractors", 0), ("n_captions", 1)):
+        known = {"shapes": SHAPE_WORDS, "colours": COLOUR_RGB, "patterns": PATTERN_WORDS, "backgrounds": BACKGROUND_RGB,
+                 "textures": TEXTURES, "sizes": SIZE_RADIUS, "positions": POSITIONS}
+        for name, options in known.items():
+            given = getattr(self, name)
+            if given is None and name == "patterns":
+                continue
+            if isinstance(given, str) or not given or len(set(given)) != len(given) or not set(given) <= set(options):
+                raise ValueError(f"{name}: got {given!r}; expected a list of distinct names from {list(options)}")
+            object.__setattr__(self, name, tuple(given))  # lists (from YAML/JSON) become hashable tuples
+        for name, low in (("image_size", 16), ("n_rotations", 1), ("max_distractors", 0), ("n_captions", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}; expected an int >= {low}")
-        for name, high in (("texture_strength", 255), ("position_jitter", 0.5), ("colour_jitter", 255),
-                           ("pixel_noise", 255), ("nuisance_caption_rate", 1)):
-            if not 0 <= getattr(self, name) <= high:
-                raise ValueError(f"{name}: got {getattr(self, name)!r}; expected a number in [0, {high}]")
+        for name, high in (("texture_strength", 255), ("position_jitter", 0.5), ("size_jitter", 0.5),
+                           ("colour_jitter", 255), ("pixel_noise", 255), ("nuisance_caption_rate", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= high:
+                raise ValueError(f"{name}: got {value!r}; expected a number in [0, {high}]")
 
     @property
     def class_factors(self) -> dict[str, tuple[str, ...]]:
@@ -143,7 +132,8 @@ class ShapesConfig:
     def without_nuisance(self) -> ShapesConfig:
         """The same classes with every nuisance factor fixed: a control where pixels carry only the class."""
         return replace(self, backgrounds=("grey",), textures=("plain",), sizes=("large",), positions=("centre",),
-                       n_rotations=1, max_distractors=0, position_jitter=0.0, colour_jitter=0.0, pixel_noise=0.0)
+                       n_rotations=1, max_distractors=0, position_jitter=0.0, size_jitter=0.0, colour_jitter=0.0,
+                       pixel_noise=0.0)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -189,69 +179,75 @@ def _pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.zeros(u.shape, dtype=bool)
 
 
-def _paint(canvas, grid, cx, cy, radius, angle, shapes, shape_idx, rgb, patterns=None, pattern_idx=None) -> None:
-    """Paint one shape per image of canvas (B, 3, H, W) float32 in place; per-image arrays are (B,)."""
-    dx = grid[1][None] - cx[:, None, None]
-    dy = grid[0][None] - cy[:, None, None]
-    cos, sin, scale = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None], 1.0 / radius[:, None, None]
-    u, v = (dx * cos + dy * sin) * scale, (dy * cos - dx * sin) * scale
+def _paint(canvas, rows, cx, cy, radius, angle, shapes, shape_idx, rgb, patterns=None, pattern_idx=None) -> None:
+    """Paint one shape into each canvas[rows] (canvas (B, S, S, 3)) in place, with masks evaluated in a window."""
+    size, rows = canvas.shape[1], rows[:, None, None]
+    cx, cy, radius, angle, rgb = (np.asarray(a, np.float32) for a in (cx, cy, radius, angle, rgb))
+    w = min(size, int(np.ceil(2.2 * radius.max())) + 2)  # shapes reach at most 1.1 radii from their centre
+    xs, ys = (np.clip(np.floor(c - w / 2), 0, size - w).astype(np.int64)[:, None] + np.arange(w) for c in (cx, cy))
+    dx, dy = (xs + 0.5 - cx[:, None])[:, None, :], (ys + 0.5 - cy[:, None])[:, :, None]
+    cos, sin, scale = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None], 1 / radius[:, None, None]
+    u, v = (dx * cos + dy * sin) * scale, (dy * cos - dx * sin) * scale  # (B, w, w) object coordinates
+    patch = canvas[rows, ys[:, :, None], xs[:, None, :]]  # (B, w, w, 3) copy
     for k, shape in enumerate(shapes):
         sel = np.flatnonzero(shape_idx == k)
         if sel.size == 0:
             continue
-        mask = _shape_mask(shape, u[sel], v[sel])
-        fill = np.broadcast_to(rgb[sel][:, :, None, None], (sel.size, 3) + mask.shape[1:]).copy()
+        fill = np.broadcast_to(rgb[sel, None, None, :], (sel.size, w, w, 3))
         if patterns is not None:
+            shade = np.ones((sel.size, w, w), np.float32)
             for j, pattern in enumerate(patterns):
                 sub = np.flatnonzero(pattern_idx[sel] == j)
-                if sub.size and pattern != "solid":
-                    dark = _pattern_mask(pattern, u[sel[sub]], v[sel[sub]])[:, None]
-                    fill[sub] = np.where(dark, fill[sub] * 0.35, fill[sub])
-        canvas[sel] = np.where(mask[:, None], fill, canvas[sel])
+                shade[sub] = np.where(_pattern_mask(pattern, u[sel[sub]], v[sel[sub]]), 0.35, 1.0)
+            fill = fill * shade[..., None]
+        patch[sel] = np.where(_shape_mask(shape, u[sel], v[sel])[..., None], fill, patch[sel])
+    canvas[rows, ys[:, :, None], xs[:, None, :]] = patch
 
 
 def _render_block(config: ShapesConfig, class_idx: dict[str, np.ndarray], rng: np.random.Generator):
     """Draw nuisance values and render b images: uint8 (b, 3, S, S) and nuisance attributes (b,) each."""
     b, size = len(class_idx["shape"]), config.image_size
-    r = lambda n: rng.random(BLOCK)[:b] * n  # noqa: E731  (always draw BLOCK values: prefix-stable streams)
+
+    def r(high):  # always draw BLOCK values so that streams stay prefix-stable
+        return rng.random(BLOCK)[:b] * high
+
     nuisance = {name: r(len(values)).astype(np.int64) for name, values in (
         ("background", config.backgrounds), ("texture", config.textures), ("size", config.sizes),
         ("position", config.positions), ("rotation", range(config.n_rotations)),
         ("clutter", range(config.max_distractors + 1)))}
     texture_angle, texture_freq, texture_phase = r(2 * np.pi), 2 + r(2), r(2 * np.pi)
     jitter = (np.stack([r(2), r(2)]) - 1) * config.position_jitter * size
-    radius_scale, colour_noise = 0.9 + r(0.2), (np.stack([r(2) for _ in range(3)], 1) - 1) * config.colour_jitter
+    radius_scale = 1 + (r(2) - 1) * config.size_jitter
+    colour_noise = (np.stack([r(2) for _ in range(3)], 1) - 1) * config.colour_jitter
     distractors = [(r(size), r(size), size * (0.05 + r(0.03)), r(2 * np.pi), r(len(config.shapes)).astype(int),
                     r(len(config.colours)).astype(int)) for _ in range(config.max_distractors)]
     cells = -(-size // 4)
-    speckle = rng.standard_normal((BLOCK, cells, cells), dtype=np.float32)[:b]
+    blotches = rng.standard_normal((BLOCK, cells, cells), dtype=np.float32)[:b]
 
-    grid = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # (2, S, S): y, x
     background_rgb = np.array([BACKGROUND_RGB[n] for n in config.backgrounds], np.float32)
-    canvas = np.broadcast_to(background_rgb[nuisance["background"]][:, :, None, None], (b, 3, size, size)).copy()
-    strength, texture = config.texture_strength, config.textures
-    for k, name in enumerate(texture):
+    texture = np.zeros((b, size, size), np.float32)
+    centred = np.arange(size, dtype=np.float32) + 0.5 - size / 2
+    for k, name in enumerate(config.textures):
         sel = np.flatnonzero(nuisance["texture"] == k)
         if name == "plain" or sel.size == 0:
             continue
-        along = ((grid[1][None] - size / 2) * np.cos(texture_angle[sel])[:, None, None]
-                 + (grid[0][None] - size / 2) * np.sin(texture_angle[sel])[:, None, None]) / size
+        cos, sin = (f(texture_angle[sel]).astype(np.float32)[:, None, None] for f in (np.cos, np.sin))
+        along = (centred[None, None, :] * cos + centred[None, :, None] * sin) / size  # (b, S, S) in [-0.7, 0.7]
         if name == "gradient":
-            delta = 2 * strength * along
+            delta = 2 * along
         elif name == "wavy":
-            delta = strength * np.sin(2 * np.pi * texture_freq[sel, None, None] * along + texture_phase[sel, None, None])
+            delta = np.sin(2 * np.pi * texture_freq[sel, None, None] * along + texture_phase[sel, None, None])
         else:  # noisy: coarse Gaussian blotches, 4x4-pixel cells
-            delta = strength * speckle[sel].repeat(4, 1).repeat(4, 2)[:, :size, :size]
-        canvas[sel] += delta[:, None]
+            delta = blotches[sel].repeat(4, 1).repeat(4, 2)[:, :size, :size]
+        texture[sel] = config.texture_strength * delta
+    canvas = texture[..., None] + background_rgb[nuisance["background"]][:, None, None]  # (b, S, S, 3)
 
     colour_rgb = np.array([COLOUR_RGB[c] for c in config.colours], np.float32)
     for k, (x, y, rad, angle, shape_idx, colour_idx) in enumerate(distractors):
         sel = np.flatnonzero(nuisance["clutter"] > k)
         if sel.size:
-            sub = canvas[sel]  # fancy indexing copies: paint the copy, then write it back
-            _paint(sub, grid, x[sel], y[sel], rad[sel], angle[sel], config.shapes, shape_idx[sel],
+            _paint(canvas, sel, x[sel], y[sel], rad[sel], angle[sel], config.shapes, shape_idx[sel],
                    colour_rgb[colour_idx[sel]])
-            canvas[sel] = sub
 
     radius = np.array([SIZE_RADIUS[s] for s in config.sizes])[nuisance["size"]] * radius_scale * size
     sign = np.array([{"centre": (0, 0), "top left": (-1, -1), "top right": (1, -1), "bottom left": (-1, 1),
@@ -260,11 +256,12 @@ def _render_block(config: ShapesConfig, class_idx: dict[str, np.ndarray], rng: n
     cx, cy = (np.clip(size / 2 + sign[:, k] * (size / 2 - reach) + jitter[k], reach, size - reach) for k in (0, 1))
     angle = nuisance["rotation"] * (2 * np.pi / config.n_rotations)
     rgb = colour_rgb[class_idx["colour"]] + colour_noise
-    _paint(canvas, grid, cx, cy, radius, angle, config.shapes, class_idx["shape"], rgb, config.patterns,
+    _paint(canvas, np.arange(b), cx, cy, radius, angle, config.shapes, class_idx["shape"], rgb, config.patterns,
            class_idx.get("pattern"))
     if config.pixel_noise > 0:  # drawn last with exactly b rows: still prefix-stable
         canvas += config.pixel_noise * rng.standard_normal(canvas.shape, dtype=np.float32)
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), nuisance
+    np.clip(canvas + 0.5, 0, 255, out=canvas)  # + 0.5 then truncation: round half up
+    return canvas.astype(np.uint8).transpose(0, 3, 1, 2).copy(), nuisance
 
 
 # ------------------------------------------------------------------------------------------------ captions
@@ -272,12 +269,15 @@ def _with_articles(text: str) -> str:
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
+def _pick(options: Sequence[str], uniform: float) -> str:
+    return options[int(uniform * len(options))]
+
+
 def _caption_block(config: ShapesConfig, class_idx: dict[str, np.ndarray], nuisance: dict[str, np.ndarray],
                    rng: np.random.Generator) -> list[list[str]]:
     """n_captions paraphrases per image; a share nuisance_caption_rate also names one nuisance value."""
     b = len(class_idx["shape"])
     draws = rng.random((BLOCK, config.n_captions, 7))[:b]
-    pick = lambda options, x: options[int(x * len(options))]  # noqa: E731
     nuisance_values = {"size": config.sizes, "position": config.positions, "background": config.backgrounds,
                        "texture": config.textures}
     captions = []
@@ -287,13 +287,13 @@ def _caption_block(config: ShapesConfig, class_idx: dict[str, np.ndarray], nuisa
         pattern = config.patterns[class_idx["pattern"][i]] if config.patterns else None
         image_captions = []
         for t, c, s, a, p, mention, factor in draws[i]:
-            descriptor = pick(COLOUR_WORDS[colour], c)
+            descriptor = _pick(COLOUR_WORDS[colour], c)
             if pattern:
-                descriptor = f"{pick(PATTERN_WORDS[pattern], p)} {descriptor}"
+                descriptor = f"{_pick(PATTERN_WORDS[pattern], p)} {descriptor}"
             nouns, adjectives = SHAPE_WORDS[shape]
-            text = pick(TEMPLATES, t).format(d=descriptor, s=pick(nouns, s), a=pick(adjectives, a))
+            text = _pick(TEMPLATES, t).format(d=descriptor, s=_pick(nouns, s), a=_pick(adjectives, a))
             if mention < config.nuisance_caption_rate:
-                name = pick(list(NUISANCE_PHRASES), factor)
+                name = _pick(list(NUISANCE_PHRASES), factor)
                 text += " " + NUISANCE_PHRASES[name].format(nuisance_values[name][nuisance[name][i]])
             image_captions.append(_with_articles(text))
         captions.append(image_captions)
@@ -369,7 +369,7 @@ def make_shapes(split: str = "train", n: int = 1024, config: ShapesConfig | dict
     labels = np.argsort(label_rng.random((groups, n_classes)), axis=1).ravel()[:n]
     class_idx = dict(zip(factors, np.unravel_index(labels, [len(v) for v in factors.values()])))
 
-    images, nuisance, captions = [], [], []
+    images, nuisance, captions = np.empty((n, 3, config.image_size, config.image_size), np.uint8), [], []
     starts = range(0, n, BLOCK)
     if progress:
         from tqdm.auto import tqdm
@@ -378,7 +378,7 @@ def make_shapes(split: str = "train", n: int = 1024, config: ShapesConfig | dict
     for start in starts:
         block_idx = {k: v[start:start + BLOCK] for k, v in class_idx.items()}
         block_images, block_nuisance = _render_block(config, block_idx, np.random.default_rng([seed, stream, 0, start]))
-        images.append(block_images)
+        images[start:start + BLOCK] = block_images
         nuisance.append(block_nuisance)
         captions += _caption_block(config, block_idx, block_nuisance, np.random.default_rng([seed, stream, 1, start]))
 
@@ -386,9 +386,9 @@ def make_shapes(split: str = "train", n: int = 1024, config: ShapesConfig | dict
     attribute_names = {**{k: list(v) for k, v in factors.items()}, "background": list(config.backgrounds),
                        "texture": list(config.textures), "size": list(config.sizes),
                        "position": list(config.positions),
-                       "rotation": [f"{round(360 * k / config.n_rotations)} degrees" for k in range(config.n_rotations)],
+                       "rotation": [f"{360 * k // config.n_rotations} degrees" for k in range(config.n_rotations)],
                        "clutter": [f"{k} distractors" for k in range(config.max_distractors + 1)]}
-    return ShapesDataset(images=torch.from_numpy(np.concatenate(images)), labels=torch.from_numpy(labels).long(),
+    return ShapesDataset(images=torch.from_numpy(images), labels=torch.from_numpy(labels).long(),
                          captions=captions, class_names=config.class_names,
                          attributes={k: torch.as_tensor(v, dtype=torch.long) for k, v in attributes.items()},
                          attribute_names=attribute_names, config=config, split=split, seed=seed)
@@ -408,7 +408,7 @@ def to_model_input(images_uint8: torch.Tensor, mean: Sequence[float], std: Seque
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).flatten()
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).flatten()
     if mean_t.numel() != 3 or std_t.numel() != 3 or bool((std_t <= 0).any()):
-        raise ValueError(f"mean/std: got {list(mean_t.tolist())}/{list(std_t.tolist())}; expected 3 values each, std > 0")
+        raise ValueError(f"mean/std: got {mean_t.tolist()}/{std_t.tolist()}; expected 3 values each, std > 0")
     return (x - mean_t.view(1, 3, 1, 1)) / std_t.view(1, 3, 1, 1)
 
 
@@ -420,8 +420,10 @@ def describe(config: ShapesConfig | None = None) -> str:
     for name in ("backgrounds", "textures", "sizes", "positions"):
         lines.append(f"nuisance {name}: {', '.join(getattr(config, name))}")
     lines.append(f"nuisance rotation: {config.n_rotations} steps; clutter: 0..{config.max_distractors} distractors; "
-                 f"jitter: position {config.position_jitter}, colour {config.colour_jitter}, noise {config.pixel_noise}")
-    lines.append(f"{config.n_captions} captions per image; {config.nuisance_caption_rate:.0%} also name a nuisance value")
+                 f"jitter: position {config.position_jitter}, size {config.size_jitter}, colour "
+                 f"{config.colour_jitter}, noise {config.pixel_noise}")
+    lines.append(f"{config.n_captions} captions per image; "
+                 f"{config.nuisance_caption_rate:.0%} also name a nuisance value")
     return "\n".join(lines)
 
 
@@ -429,6 +431,8 @@ def show_grid(dataset: ShapesDataset, n: int = 16, ncols: int = 4, caption: int 
     """A matplotlib Figure of the first n images, each titled with one of its captions."""
     from matplotlib.figure import Figure
 
+    if n < 1 or ncols < 1:
+        raise ValueError(f"n, ncols: got {n}, {ncols}; expected ints >= 1")
     n = min(n, len(dataset))
     nrows = -(-n // ncols)
     fig = Figure(figsize=(2.2 * ncols, 2.5 * nrows), layout="constrained")
