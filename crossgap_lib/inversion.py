@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import string
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,7 +36,12 @@ INIT_STD = 0.02
 # ----------------------------------------------------------------------------------------------------------- result
 @dataclass
 class InversionResult:
-    """Inverted features (N, D) L2-normalised on CPU, pseudo tokens (N, R, width), loss curves (N, steps), history."""
+    """Inverted features (N, D) L2-normalised on CPU, pseudo tokens (N, R, width), loss curves (N, steps), history.
+
+    ``losses[:, t]`` is each sample's 1 - cos before update t+1; ``history[j]`` (T, N, D) holds the normalised features
+    after ``history_steps[j]`` updates (0 = the initial tokens; the last entry equals ``features`` when
+    ``steps % record_every == 0``).
+    """
 
     features: Tensor
     pseudo_tokens: Tensor
@@ -58,7 +63,7 @@ class InversionResult:
             if r.history_steps != first.history_steps or r.losses.shape[1] != first.losses.shape[1]:
                 raise ValueError(
                     "results must come from runs with the same steps and record_every; got history_steps "
-                    f"{first.history_steps} vs {r.history_steps} and {first.losses.shape[1]} vs {r.losses.shape[1]} steps"
+                    f"{first.history_steps} vs {r.history_steps}, {first.losses.shape[1]} vs {r.losses.shape[1]} steps"
                 )
         history = None if first.history is None else torch.cat([r.history for r in results], dim=1)
         return cls(
@@ -98,8 +103,14 @@ def _unwrap(clip: LoadedClip | nn.Module) -> nn.Module:
 def _text_tower(model: nn.Module) -> _TextTower:
     if isinstance(model, CLIP):
         return _TextTower(
-            model.token_embedding, model.positional_embedding, model.transformer, model.ln_final,
-            model.text_projection, model.attn_mask, model.text_pool_type, getattr(model, "text_eos_id", None),
+            model.token_embedding,
+            model.positional_embedding,
+            model.transformer,
+            model.ln_final,
+            model.text_projection,
+            model.attn_mask,
+            model.text_pool_type,
+            getattr(model, "text_eos_id", None),
             model.context_length,
         )
     text = getattr(model, "text", None)
@@ -107,8 +118,15 @@ def _text_tower(model: nn.Module) -> _TextTower:
         if text.cls_emb is not None:
             raise ValueError("text towers with an appended class token (CoCa-style cls_emb) are not supported")
         return _TextTower(
-            text.token_embedding, text.positional_embedding, text.transformer, text.ln_final, text.text_projection,
-            text.attn_mask, text.pool_type, text.eos_id, text.context_length,
+            text.token_embedding,
+            text.positional_embedding,
+            text.transformer,
+            text.ln_final,
+            text.text_projection,
+            text.attn_mask,
+            text.pool_type,
+            text.eos_id,
+            text.context_length,
             pad_mask=text._build_additive_mask if text.use_pad_mask else None,
         )
     raise ValueError(
@@ -130,7 +148,8 @@ class _TextTemplate:
 
 def _check_template(template: str) -> None:
     if not isinstance(template, str):
-        raise ValueError(f"template must be a str with one '{{}}' placeholder, got {type(template).__name__}")
+        kind = type(template).__name__
+        raise ValueError(f"template must be a str with one '{{}}' placeholder, got {kind}")  # noqa: TRY004
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as err:
@@ -197,7 +216,7 @@ def _prepare_text_template(clip: LoadedClip, tower: _TextTower, template: str, n
 
 
 def _template_embeddings(tower: _TextTower, tmpl: _TextTemplate) -> tuple[Tensor, Tensor]:
-    """Token + positional embeddings of the template (L, width) and positional embeddings at the placeholders (R, width)."""
+    """Template token + positional embeddings (L, width); positional embeddings at the placeholders (R, width)."""
     cast_dtype = tower.transformer.get_cast_dtype()
     ids = tmpl.token_ids[: tmpl.length]
     positional = tower.positional_embedding[: tmpl.length].to(cast_dtype)
@@ -205,7 +224,9 @@ def _template_embeddings(tower: _TextTower, tmpl: _TextTemplate) -> tuple[Tensor
     return base, positional[tmpl.placeholder_positions]
 
 
-def _encode_text(tower: _TextTower, tmpl: _TextTemplate, pseudo_tokens: Tensor, base: Tensor, placeholder_pos: Tensor) -> Tensor:
+def _encode_text(
+    tower: _TextTower, tmpl: _TextTemplate, pseudo_tokens: Tensor, base: Tensor, placeholder_pos: Tensor
+) -> Tensor:
     """Run the text tower on the template with its placeholders replaced by pseudo tokens (B, R, width) -> (B, D)."""
     batch, length = pseudo_tokens.shape[0], tmpl.length
     x = base.unsqueeze(0).expand(batch, -1, -1).clone()
@@ -229,9 +250,7 @@ def _check_pseudo_tokens(pseudo_tokens: Tensor, width: int, num_pseudo_tokens: i
     if pseudo_tokens.shape[0] < 1 or pseudo_tokens.shape[1] < 1:
         raise ValueError(f"pseudo_tokens must have B >= 1 and R >= 1, got shape {tuple(pseudo_tokens.shape)}")
     if num_pseudo_tokens is not None and pseudo_tokens.shape[1] > num_pseudo_tokens:
-        raise ValueError(
-            f"pseudo_tokens has R={pseudo_tokens.shape[1]} but at most {num_pseudo_tokens} fit the {what}"
-        )
+        raise ValueError(f"pseudo_tokens has R={pseudo_tokens.shape[1]} but at most {num_pseudo_tokens} fit the {what}")
 
 
 def encode_text_with_pseudo_tokens(
@@ -298,7 +317,9 @@ def _spread_over_patches(pseudo_tokens: Tensor, num_patches: int) -> Tensor:
     return F.interpolate(pseudo_tokens.transpose(1, 2), size=num_patches, mode="nearest").transpose(1, 2)
 
 
-def encode_image_with_pseudo_tokens(clip: LoadedClip | nn.Module, pseudo_tokens: Tensor, normalize: bool = False) -> Tensor:
+def encode_image_with_pseudo_tokens(
+    clip: LoadedClip | nn.Module, pseudo_tokens: Tensor, normalize: bool = False
+) -> Tensor:
     """Image features (B, embed_dim) of visual pseudo tokens (B, R, vision_width) spread over the patch grid."""
     visual, width, num_patches = _vision_parts(_unwrap(clip))
     _check_pseudo_tokens(pseudo_tokens, width, num_patches, f"patch grid of {num_patches} patches (vision")
@@ -324,20 +345,32 @@ def _check_features(name: str, features: Tensor) -> None:
         raise ValueError(f"{name} contains NaN or inf values; expected finite features")
 
 
-def _check_settings(steps: int, num_pseudo_tokens: int, lr: float, weight_decay: float, batch_size: int, seed: int,
-                    record_every: int | None, index_offset: int) -> None:
-    _check_positive_int("steps", steps)
-    _check_positive_int("num_pseudo_tokens", num_pseudo_tokens)
-    _check_positive_int("batch_size", batch_size)
-    if record_every is not None:
-        _check_positive_int("record_every", record_every)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    for name, value in (("seed", seed), ("index_offset", index_offset)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+@dataclass(frozen=True)
+class _Settings:
+    """Optimisation settings shared by OTI and OVI (validated on creation)."""
+
+    num_pseudo_tokens: int
+    steps: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    seed: int
+    record_every: int | None
+    index_offset: int
+
+    def __post_init__(self) -> None:
+        for name in ("num_pseudo_tokens", "steps", "batch_size"):
+            _check_positive_int(name, getattr(self, name))
+        if self.record_every is not None:
+            _check_positive_int("record_every", self.record_every)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        for name in ("seed", "index_offset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
 
 def initial_pseudo_tokens(n: int, num_pseudo_tokens: int, width: int, seed: int = 0, index_offset: int = 0) -> Tensor:
@@ -374,15 +407,22 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _invert(model: nn.Module, encode: Callable[[Tensor], Tensor], targets: Tensor, width: int, num_pseudo_tokens: int,
-            steps: int, lr: float, weight_decay: float, batch_size: int, seed: int, record_every: int | None,
-            index_offset: int, progress: bool, desc: str) -> InversionResult:
+def _invert(
+    model: nn.Module,
+    encode: Callable[[Tensor], Tensor],
+    targets: Tensor,
+    width: int,
+    cfg: _Settings,
+    progress: bool,
+    desc: str,
+) -> InversionResult:
     """Optimise pseudo tokens (N, R, width) so that normalize(encode(tokens)) matches targets (N, D): 1 - cos, AdamW."""
     device = _device(model)
     amp_dtype = _autocast_dtype(device)
     n = targets.shape[0]
     targets = F.normalize(targets.float(), dim=-1)
-    init = initial_pseudo_tokens(n, num_pseudo_tokens, width, seed, index_offset)
+    init = initial_pseudo_tokens(n, cfg.num_pseudo_tokens, width, cfg.seed, cfg.index_offset)
+    steps, record_every, batch_size = cfg.steps, cfg.record_every, cfg.batch_size
     record_steps = list(range(0, steps + 1, record_every)) if record_every else None
     parts: list[InversionResult] = []
     bar = tqdm(total=-(-n // batch_size) * steps, desc=desc, disable=not progress, unit="step")
@@ -394,7 +434,7 @@ def _invert(model: nn.Module, encode: Callable[[Tensor], Tensor], targets: Tenso
     for start in range(0, n, batch_size):
         target = targets[start : start + batch_size].to(device)
         tokens = nn.Parameter(init[start : start + batch_size].to(device))
-        optimizer = torch.optim.AdamW([tokens], lr=lr, weight_decay=weight_decay)
+        optimizer = torch.optim.AdamW([tokens], lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
         losses, history = [], []
         for step in range(steps):
@@ -416,10 +456,15 @@ def _invert(model: nn.Module, encode: Callable[[Tensor], Tensor], targets: Tenso
             final = features_of(tokens)
         if record_steps is not None and steps % record_every == 0:
             history.append(final)
-        parts.append(InversionResult(
-            features=final.cpu(), pseudo_tokens=tokens.detach().cpu(), losses=torch.stack(losses, dim=1).float().cpu(),
-            history=torch.stack(history).cpu() if record_steps is not None else None, history_steps=record_steps,
-        ))
+        parts.append(
+            InversionResult(
+                features=final.cpu(),
+                pseudo_tokens=tokens.detach().cpu(),
+                losses=torch.stack(losses, dim=1).float().cpu(),
+                history=torch.stack(history).cpu() if record_steps is not None else None,
+                history_steps=record_steps,
+            )
+        )
     bar.close()
     return InversionResult.concat(parts)
 
@@ -439,7 +484,7 @@ def oti(
     index_offset: int = 0,
 ) -> InversionResult:
     """Optimisation-based textual inversion: text-side features (N, D) matching image features (N, D)."""
-    _check_settings(steps, num_pseudo_tokens, lr, weight_decay, batch_size, seed, record_every, index_offset)
+    cfg = _Settings(num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed, record_every, index_offset)
     _check_features("image_features", image_features)
     model = _unwrap(clip)
     tower = _text_tower(model)
@@ -447,10 +492,9 @@ def oti(
     with _frozen(model):
         with torch.no_grad():  # the template does not change between steps: embed it once
             base, placeholder_pos = _template_embeddings(tower, tmpl)
-        encode = lambda tokens: _encode_text(tower, tmpl, tokens, base, placeholder_pos)  # noqa: E731
+        encode = lambda tokens: _encode_text(tower, tmpl, tokens, base, placeholder_pos)
         _check_dim("image_features", image_features, encode, (num_pseudo_tokens, tower.width), "text", _device(model))
-        return _invert(model, encode, image_features, tower.width, num_pseudo_tokens, steps, lr, weight_decay,
-                       batch_size, seed, record_every, index_offset, progress, "OTI")
+        return _invert(model, encode, image_features, tower.width, cfg, progress, "OTI")
 
 
 def ovi(
@@ -467,25 +511,33 @@ def ovi(
     index_offset: int = 0,
 ) -> InversionResult:
     """Optimisation-based visual inversion: image-side features (N, D) matching text features (N, D)."""
-    _check_settings(steps, num_pseudo_tokens, lr, weight_decay, batch_size, seed, record_every, index_offset)
+    cfg = _Settings(num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed, record_every, index_offset)
     _check_features("text_features", text_features)
     model = _unwrap(clip)
-    visual, width, num_patches = _vision_parts(model)
+    _, width, num_patches = _vision_parts(model)
     if num_pseudo_tokens > num_patches:
-        raise ValueError(f"num_pseudo_tokens must be <= the {num_patches} patches of the image tower, got {num_pseudo_tokens}")
-    encode = lambda tokens: encode_image_with_pseudo_tokens(model, tokens)  # noqa: E731
+        raise ValueError(
+            f"num_pseudo_tokens must be <= the {num_patches} patches of the image tower, got {num_pseudo_tokens}"
+        )
+    encode = lambda tokens: encode_image_with_pseudo_tokens(model, tokens)
     with _frozen(model):
         _check_dim("text_features", text_features, encode, (num_pseudo_tokens, width), "image", _device(model))
-        return _invert(model, encode, text_features, width, num_pseudo_tokens, steps, lr, weight_decay, batch_size,
-                       seed, record_every, index_offset, progress, "OVI")
+        return _invert(model, encode, text_features, width, cfg, progress, "OVI")
 
 
-def _check_dim(name: str, features: Tensor, encode: Callable[[Tensor], Tensor], token_shape: tuple[int, int],
-               tower: str, device: torch.device) -> None:
+def _check_dim(
+    name: str,
+    features: Tensor,
+    encode: Callable[[Tensor], Tensor],
+    token_shape: tuple[int, int],
+    tower: str,
+    device: torch.device,
+) -> None:
     """Compare the feature width with the tower's output width, found by encoding one all-zero pseudo token set."""
     with torch.no_grad():
         embed_dim = encode(torch.zeros(1, *token_shape, device=device)).shape[-1]
     if features.shape[1] != embed_dim:
         raise ValueError(
-            f"{name} must have shape (N, {embed_dim}) to match the model's {tower} embedding, got {tuple(features.shape)}"
+            f"{name} must have shape (N, {embed_dim}) to match the model's {tower} embedding, "
+            f"got {tuple(features.shape)}"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import open_clip
 import pytest
 import torch
@@ -38,7 +40,17 @@ def tiny() -> LoadedClip:
 class HandTokenizer:
     """SigLIP-like ids made by hand (its Hugging Face tokenizer needs the hub): words -> ids, EOS 1, pad 0, 64 long."""
 
-    vocab = {"a": 9, "photo": 1202, "of": 13, "£": 3411, "dog": 1782, "cat": 1712, "red": 1131, "in": 16, "the": 8}
+    vocab: ClassVar[dict[str, int]] = {
+        "a": 9,
+        "photo": 1202,
+        "of": 13,
+        "£": 3411,
+        "dog": 1782,
+        "cat": 1712,
+        "red": 1131,
+        "in": 16,
+        "the": 8,
+    }
 
     def __call__(self, texts, context_length: int = 64) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else texts
@@ -59,7 +71,9 @@ def siglip() -> LoadedClip:
 def _word_embeddings(clip: LoadedClip, rows: list[list[str]]) -> torch.Tensor:
     """The model's own token embeddings of single-token words (B, R, width)."""
     embedding = clip.model.text.token_embedding if hasattr(clip.model, "text") else clip.model.token_embedding
-    ids = [[int(clip.tokenizer([w])[0][1 if isinstance(clip.model, open_clip.CLIP) else 0]) for w in row] for row in rows]
+    ids = [
+        [int(clip.tokenizer([w])[0][1 if isinstance(clip.model, open_clip.CLIP) else 0]) for w in row] for row in rows
+    ]
     return embedding(torch.tensor(ids))
 
 
@@ -85,7 +99,8 @@ def test_text_normalize_flag(tiny):
 def _naive_full_context(clip: LoadedClip, pseudo_tokens: torch.Tensor, template: str) -> torch.Tensor:
     """Reference: embed the whole context, overwrite the placeholder rows, run all tokens (the paper's way)."""
     model = clip.model
-    ids = clip.tokenizer([template.format(" ".join(["£"] * pseudo_tokens.shape[1]))]).expand(pseudo_tokens.shape[0], -1)
+    text = template.format(" ".join(["£"] * pseudo_tokens.shape[1]))
+    ids = clip.tokenizer([text]).expand(pseudo_tokens.shape[0], -1)
     x = model.token_embedding(ids)
     mask = ids == clip.tokenizer(["£"])[0][1]
     x = torch.where(mask.unsqueeze(-1), torch.zeros_like(x), x)
@@ -129,8 +144,10 @@ def test_text_matches_siglip_tower(siglip):
             torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
         two = _word_embeddings(siglip, [["red", "dog"]])
         torch.testing.assert_close(
-            encode_text_with_pseudo_tokens(siglip, two), siglip.model.encode_text(siglip.tokenizer(["a photo of red dog"])),
-            atol=ATOL, rtol=0,
+            encode_text_with_pseudo_tokens(siglip, two),
+            siglip.model.encode_text(siglip.tokenizer(["a photo of red dog"])),
+            atol=ATOL,
+            rtol=0,
         )
 
 
@@ -140,8 +157,9 @@ def test_image_matches_encode_image_with_all_patches(tiny):
     with torch.no_grad():
         patches = inv.patch_embeddings(tiny, images)
         assert patches.shape == (2, 16, 32)
-        torch.testing.assert_close(encode_image_with_pseudo_tokens(tiny, patches), tiny.model.encode_image(images),
-                                   atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            encode_image_with_pseudo_tokens(tiny, patches), tiny.model.encode_image(images), atol=ATOL, rtol=0
+        )
 
 
 def test_image_matches_siglip_timm_trunk(siglip):
@@ -157,8 +175,12 @@ def test_image_pseudo_tokens_are_spread_by_nearest_interpolation(tiny):
     tokens = torch.randn(1, 2, 32)
     spread = torch.cat([tokens[:, :1].expand(-1, 8, -1), tokens[:, 1:].expand(-1, 8, -1)], dim=1)  # 16 patches
     with torch.no_grad():
-        torch.testing.assert_close(encode_image_with_pseudo_tokens(tiny, tokens),
-                                   encode_image_with_pseudo_tokens(tiny, spread), atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            encode_image_with_pseudo_tokens(tiny, tokens),
+            encode_image_with_pseudo_tokens(tiny, spread),
+            atol=ATOL,
+            rtol=0,
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ errors
@@ -192,28 +214,32 @@ def test_non_vit_image_tower_is_refused():
 def test_oti_ovi_bad_inputs(tiny):
     good = torch.randn(3, 16)
     cases = [
-        (dict(image_features=torch.zeros(0, 16)), "empty"),
-        (dict(image_features=torch.randn(3, 15)), r"\(N, 16\)"),
-        (dict(image_features=torch.randn(16)), r"\(N, embed_dim\)"),
-        (dict(image_features=torch.tensor([[float("nan")] * 16])), "NaN"),
-        (dict(image_features=good, steps=0), "steps"),
-        (dict(image_features=good, num_pseudo_tokens=0), "num_pseudo_tokens"),
-        (dict(image_features=good, template="a photo of {x}"), "template"),
-        (dict(image_features=good, template="a photo"), "template"),
-        (dict(image_features=good, batch_size=0), "batch_size"),
-        (dict(image_features=good, record_every=0), "record_every"),
-        (dict(image_features=good, num_pseudo_tokens=20), "do not fit"),
+        ({"image_features": torch.zeros(0, 16)}, "empty"),
+        ({"image_features": torch.randn(3, 15)}, r"\(N, 16\)"),
+        ({"image_features": torch.randn(16)}, r"\(N, embed_dim\)"),
+        ({"image_features": torch.tensor([[float("nan")] * 16])}, "NaN"),
+        ({"image_features": good, "steps": 0}, "steps"),
+        ({"image_features": good, "num_pseudo_tokens": 0}, "num_pseudo_tokens"),
+        ({"image_features": good, "template": "a photo of {x}"}, "template"),
+        ({"image_features": good, "template": "a photo"}, "template"),
+        ({"image_features": good, "batch_size": 0}, "batch_size"),
+        ({"image_features": good, "record_every": 0}, "record_every"),
+        ({"image_features": good, "lr": 0.0}, "lr"),
+        ({"image_features": good, "weight_decay": -1.0}, "weight_decay"),
+        ({"image_features": good, "seed": -1}, "seed"),
+        ({"image_features": good, "index_offset": -2}, "index_offset"),
+        ({"image_features": good, "num_pseudo_tokens": 20}, "do not fit"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
             oti(tiny, progress=False, **kwargs)
     for kwargs, match in [
-        (dict(text_features=torch.zeros(0, 16)), "empty"),
-        (dict(text_features=torch.randn(3, 17)), r"\(N, 16\)"),
-        (dict(text_features=torch.full((2, 16), float("inf"))), "inf"),
-        (dict(text_features=good, steps=0), "steps"),
-        (dict(text_features=good, num_pseudo_tokens=0), "num_pseudo_tokens"),
-        (dict(text_features=good, num_pseudo_tokens=17), "16 patches"),
+        ({"text_features": torch.zeros(0, 16)}, "empty"),
+        ({"text_features": torch.randn(3, 17)}, r"\(N, 16\)"),
+        ({"text_features": torch.full((2, 16), float("inf"))}, "inf"),
+        ({"text_features": good, "steps": 0}, "steps"),
+        ({"text_features": good, "num_pseudo_tokens": 0}, "num_pseudo_tokens"),
+        ({"text_features": good, "num_pseudo_tokens": 17}, "16 patches"),
     ]:
         with pytest.raises(ValueError, match=match):
             ovi(tiny, progress=False, **kwargs)
@@ -261,8 +287,9 @@ def test_oti_each_sample_is_independent_of_its_batch(tiny, image_features):
     torch.testing.assert_close(single.features[0], whole.features[3], atol=ATOL, rtol=0)
     # neighbours of a different content do not change a sample either
     swapped = torch.cat([image_features[:1], image_features[:1].flip(-1), image_features[2:]])
-    torch.testing.assert_close(oti(tiny, swapped, steps=15, progress=False).features[2:], whole.features[2:],
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        oti(tiny, swapped, steps=15, progress=False).features[2:], whole.features[2:], atol=ATOL, rtol=0
+    )
 
 
 def test_oti_is_deterministic_and_seeded(tiny, image_features):
@@ -276,8 +303,10 @@ def test_oti_is_deterministic_and_seeded(tiny, image_features):
 
 def test_chunked_runs_concat_to_the_whole_run(tiny, image_features):
     whole = oti(tiny, image_features, steps=6, record_every=3, progress=False)
-    parts = [oti(tiny, image_features[s:e], steps=6, record_every=3, index_offset=s, progress=False)
-             for s, e in [(0, 2), (2, 5)]]
+    parts = [
+        oti(tiny, image_features[s:e], steps=6, record_every=3, index_offset=s, progress=False)
+        for s, e in [(0, 2), (2, 5)]
+    ]
     merged = InversionResult.concat(parts)
     assert len(merged) == 5 and merged.history_steps == whole.history_steps
     for field in ("features", "pseudo_tokens", "losses", "history"):
@@ -347,7 +376,10 @@ def test_ovi_each_sample_is_independent_of_its_batch(tiny, text_features):
 def test_oti_ovi_on_cuda_use_autocast_and_reduce_the_loss(image_features, text_features):
     model = _tiny_clip().cuda()
     clip = LoadedClip(model, None, open_clip.get_tokenizer("ViT-B-32", context_length=16), "tiny", None, "cuda")
-    for result in (oti(clip, image_features, steps=30, progress=False), ovi(clip, text_features, steps=30, progress=False)):
+    for result in (
+        oti(clip, image_features, steps=30, progress=False),
+        ovi(clip, text_features, steps=30, progress=False),
+    ):
         assert result.features.device.type == "cpu" and result.features.dtype == torch.float32
         assert (result.losses[:, -1] < result.losses[:, 0]).all()
         torch.testing.assert_close(result.features.norm(dim=-1), torch.ones(len(result)))
