@@ -89,6 +89,15 @@ def test_text_matches_encode_text_for_real_words(tiny, template, num_words):
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
+def test_text_matches_full_size_vit_b_32_tower():
+    torch.manual_seed(0)
+    clip = LoadedClip(open_clip.create_model("ViT-B-32").eval(), None, open_clip.get_tokenizer("ViT-B-32"), "b32", None)
+    with torch.no_grad():
+        got = encode_text_with_pseudo_tokens(clip, _word_embeddings(clip, [["dog", "car"], ["red", "cat"]]))
+        want = clip.model.encode_text(clip.tokenizer(["a photo of dog car", "a photo of red cat"]))
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
 def test_text_normalize_flag(tiny):
     tokens = _word_embeddings(tiny, [["dog"]])
     got = encode_text_with_pseudo_tokens(tiny, tokens, normalize=True)
