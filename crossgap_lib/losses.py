@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from open_clip import loss as open_clip_loss
 from open_clip.loss import ClipLoss
 
-__all__ = ["SoftTargetClipLoss", "IntraModalClipLoss", "soft_targets", "soft_cross_entropy"]
+__all__ = ["IntraModalClipLoss", "SoftTargetClipLoss", "soft_cross_entropy", "soft_targets"]
 
 _NORM_TOLERANCE = 1e-2  # loose enough for features normalised under bf16/fp16 autocast
 

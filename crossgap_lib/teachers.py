@@ -15,18 +15,19 @@
 
 Resolution: EfficientNet downsamples 32x, so a 32-px image ends as one 1x1 feature map. By default
 (``image_size=None``) images keep their size but are upsampled (bilinear) so their shorter side is at least
-``MIN_IMAGE_SIDE`` = 64 px. Measured on the generated shapes dataset (240 images, 16 classes, 1 CPU thread; class
-mAP of teacher-embedding retrieval, chance ~0.07): 64-px images at 64 px: mAP 0.21, 4.6 ms/image; upsampled to
-128 px: mAP 0.17, 42 ms/image; to 224 px: 0.16, ~150 ms/image. 32-px images: native 0.13, upsampled to 64 px 0.15,
-to 128 px 0.15. Upsampling beyond 64 px costs 10-30x more and does not help there, so it is opt-in (``image_size``).
-``benchmarks/bench_losses.py --teachers`` re-measures the per-image costs.
+``MIN_IMAGE_SIDE`` = 64 px. ``python benchmarks/bench_losses.py --teachers`` measures why (240 generated shapes
+images, 16 classes, 1 CPU thread; class mAP of teacher-embedding retrieval, chance ~0.06): 64-px images fed at
+64 / 128 / 224 px cost 1x / ~5x / ~16x and reach mAP 0.21 / 0.17 / 0.15; 32-px images fed at 32 / 64 / 128 px
+reach 0.13 / 0.15 / 0.15. Upsampling beyond 64 px costs more and does not help there, so it is opt-in
+(``image_size=...``).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,13 @@ from torch import nn
 from .cache import ChunkStore, cache_key, default_cache_root, module_fingerprint
 
 __all__ = [
-    "TextTeacher",
     "ImageTeacher",
-    "teacher_embeddings",
-    "minilm_path",
-    "efficientnet_lite0_weights_path",
+    "TextTeacher",
     "efficientnet_lite0",
+    "efficientnet_lite0_weights_path",
+    "minilm_path",
     "remap_efficientnet_pytorch_state_dict",
+    "teacher_embeddings",
 ]
 
 CACHE_VERSION = 1
@@ -264,10 +265,10 @@ class ImageTeacher:
             if not Path(weights_path).is_file():
                 raise FileNotFoundError(f"ImageTeacher: weights_path {weights_path} for {name!r} does not exist")
             return timm.create_model(name, pretrained=True, num_classes=0,
-                                     pretrained_cfg_overlay=dict(file=str(weights_path)))
+                                     pretrained_cfg_overlay={"file": str(weights_path)})
         try:
             return timm.create_model(name, pretrained=True, num_classes=0)
-        except Exception as err:  # noqa: BLE001 - any hub/cache failure gets the same advice
+        except Exception as err:  # any hub or cache failure gets the same advice
             raise RuntimeError(
                 f"ImageTeacher: could not load pretrained weights for timm model {name!r} from the Hugging Face hub "
                 f"or its local cache ({type(err).__name__}: {err}). Download them where there is network and pass "

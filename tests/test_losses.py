@@ -65,7 +65,7 @@ def test_matches_loop_reference_on_random_batch():
                                            abs=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [dict(hard_weight=1.0), dict(target_temperature=1e-4)])
+@pytest.mark.parametrize("kwargs", [{"hard_weight": 1.0}, {"target_temperature": 1e-4}])
 def test_limits_equal_open_clip_clip_loss(kwargs):
     img, txt, t_img, t_txt = _batch(n=16, d=8)
     img32, txt32 = (x.detach().float().requires_grad_() for x in (img, txt))
@@ -195,7 +195,7 @@ def test_gather_logic_with_monkeypatched_gather(monkeypatch, local_loss):
     soft_ranks, intra_ranks = [], []
     for rank in range(world):
         rows = slice(rank * n // world, (rank + 1) * n // world)
-        dist_kw = dict(local_loss=local_loss, rank=rank, world_size=world)
+        dist_kw = {"local_loss": local_loss, "rank": rank, "world_size": world}
         soft_ranks.append(SoftTargetClipLoss(target_temperature=0.2, **dist_kw)(
             img[rows], txt[rows], 4.0, t_img[rows], t_txt[rows]))
         intra_ranks.append(IntraModalClipLoss(simclr_temperature=0.3, **dist_kw)(
@@ -231,7 +231,7 @@ def _distributed_worker(rank, world_size, port, out_dir):
         rows = slice(rank * 4, rank * 4 + 4)
         results = {}
         for local_loss, gather_with_grad in _MODES:
-            kw = dict(local_loss=local_loss, gather_with_grad=gather_with_grad, rank=rank, world_size=world_size)
+            kw = {"local_loss": local_loss, "gather_with_grad": gather_with_grad, "rank": rank, "world_size": world_size}
             for name, loss_fn, extra in (
                 ("soft", SoftTargetClipLoss(target_temperature=0.2, hard_weight=0.1, **kw), (t_img[rows], t_txt[rows])),
                 ("intra", IntraModalClipLoss(simclr_temperature=0.3, **kw), None),

@@ -138,6 +138,12 @@ def test_image_teacher_custom_module_identity_and_errors():
         ImageTeacher(_tiny_image_model(), std=(0.0, 1.0, 1.0))
 
 
+def test_image_teacher_timm_name_without_weights_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"timm model 'resnet18'.*pass weights_path=<file>"):
+        ImageTeacher("resnet18")
+
+
 def test_image_teacher_timm_name_with_local_weights(tmp_path):
     import timm
 
