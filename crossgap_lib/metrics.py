@@ -8,7 +8,7 @@ scores are sorted; every gallery score is then located among them (how many rele
 per-query histogram (``bincount`` + reversed ``cumsum``) gives, for each relevant item, the number of gallery items
 scoring at least as high: its rank. Locating a score costs O(1) for float32 scores (a bin lookup table, see
 ``_binned_positions``) and O(log R) otherwise (``torch.searchsorted``), instead of the O(log N) per item of a full
-sort. Queries are processed in chunks of ``chunk_size``; the working memory is about ``chunk_size * n_gallery * 20``
+sort. Queries are processed in chunks of ``chunk_size``; the working memory is about ``chunk_size * n_gallery * 30``
 bytes (float32 scores, int32 bins and positions, one gathered threshold, masks).
 
 Tie rule (scikit-learn's threshold grouping). Items with equal scores are retrieved together: the rank of a relevant
@@ -36,7 +36,7 @@ __all__ = [
     "zero_shot_accuracy",
 ]
 
-# Score entries per chunk when ``chunk_size`` is None: 2**19 entries (~10 MB of working memory) keep the passes over
+# Score entries per chunk when ``chunk_size`` is None: 2**19 entries (~15 MB of working memory) keep the passes over
 # a chunk in the CPU caches; on a GPU pass a larger ``chunk_size``.
 _CHUNK_ELEMENTS = 2**19
 _BINS_PER_RELEVANT = 8  # lookup-table bins per relevant item in _binned_positions
@@ -213,8 +213,18 @@ def _summarise(per_query: dict[str, torch.Tensor], ks: Sequence[int], keep_per_q
     return result
 
 
-def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.cat([p[key].cpu() for p in parts]) for key in parts[0]}
+def _per_query_buffers(n_queries: int, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Preallocated (Q,) CPU outputs, filled chunk by chunk (keeps small long-lived tensors from fragmenting the
+    heap between the large per-chunk temporaries)."""
+    out = {"n_relevant": torch.zeros(n_queries, dtype=torch.long)}
+    for key in ("AP", "AP@R", "P@R", *[f"R@{k}" for k in ks]):
+        out[key] = torch.empty(n_queries, dtype=torch.float64)
+    return out
+
+
+def _store(buffers: dict[str, torch.Tensor], start: int, chunk: dict[str, torch.Tensor]) -> None:
+    for key, values in chunk.items():
+        buffers[key][start : start + values.shape[0]] = values.cpu()
 
 
 # --------------------------------------------------------------------------------------------------- public metrics
@@ -271,7 +281,7 @@ def retrieval_scores(
     query_counts = torch.where(found, counts[slot], 0)
     query_starts = starts[slot]
 
-    parts = []
+    per_query_values = _per_query_buffers(n_queries, ks)
     chunk_starts = range(0, n_queries, chunk_size)
     for start in tqdm(chunk_starts, desc="retrieval metrics", disable=not progress):
         stop = min(start + chunk_size, n_queries)
@@ -287,8 +297,8 @@ def retrieval_scores(
             query_ids = torch.arange(start, stop, device=device)
             rel_valid &= rel_index != query_ids.unsqueeze(1)
             excluded = (torch.arange(stop - start, device=device), query_ids)
-        parts.append(_rank_metrics(scores, rel_index, rel_valid, ks, excluded))
-    return _summarise(_concat(parts), ks, per_query)
+        _store(per_query_values, start, _rank_metrics(scores, rel_index, rel_valid, ks, excluded))
+    return _summarise(per_query_values, ks, per_query)
 
 
 @torch.no_grad()
@@ -322,7 +332,7 @@ def retrieval_scores_from_relevance(
     ks = _check_ks(ks)
     n_queries, n_gallery = scores.shape
     chunk_size = auto_chunk_size(n_gallery, chunk_size)
-    parts = []
+    per_query_values = _per_query_buffers(n_queries, ks)
     for start in tqdm(range(0, n_queries, chunk_size), desc="retrieval metrics", disable=not progress):
         stop = min(start + chunk_size, n_queries)
         chunk_scores = scores[start:stop]
@@ -339,8 +349,8 @@ def retrieval_scores_from_relevance(
         rel_valid = torch.zeros(stop - start, r_max, dtype=torch.bool, device=scores.device)
         rel_index[rows, slot] = cols
         rel_valid[rows, slot] = True
-        parts.append(_rank_metrics(chunk_scores, rel_index, rel_valid, ks, excluded))
-    return _summarise(_concat(parts), ks, per_query)
+        _store(per_query_values, start, _rank_metrics(chunk_scores, rel_index, rel_valid, ks, excluded))
+    return _summarise(per_query_values, ks, per_query)
 
 
 # ------------------------------------------------------------------------------------------------ revisited protocol

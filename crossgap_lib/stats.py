@@ -38,7 +38,7 @@ def mean_ci(values: Any, confidence: float = 0.95) -> tuple[float, float, float]
     if n == 1:
         warnings.warn("mean_ci got a single value: the confidence interval is undefined (NaN bounds)", stacklevel=2)
         return mean, math.nan, math.nan
-    sem = float(values.std(unbiased=True)) / math.sqrt(n)
+    sem = float(values.std(correction=1)) / math.sqrt(n)
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sem
     return mean, mean - half, mean + half
 
