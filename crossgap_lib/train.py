@@ -48,8 +48,8 @@ class TrainConfig:
     temperature: float | None = None  # None: learnable (init 0.07, logit scale clamped at 100); else fixed
     soft_target_temperature: float = 0.05
     soft_hard_weight: float = 0.0
-    text_teacher: str = "minilm"
-    image_teacher: str = "efficientnet-lite0"
+    text_teacher: str | None = None  # None: all-MiniLM-L6-v2 (bundled); else a local sentence-transformers folder
+    image_teacher: str | None = None  # None: EfficientNet-Lite0 (bundled); else a timm model name
     intra_weight: float = 1.0
     intra_temperature: float = 0.1
     projection_dim: int = 64
@@ -283,21 +283,18 @@ def _prepare_data(config: TrainConfig, clip: nn.Module, tokenizer: Callable, cac
         std=tuple(clip.visual.image_std or (0.26862954, 0.26130258, 0.27577711)),
     )
     if config.loss == "soft":
-        from crossgap_lib.teachers import teacher_embeddings
+        from crossgap_lib.teachers import ImageTeacher, TextTeacher, teacher_embeddings
 
-        teacher = teacher_embeddings(
+        if len(set(counts.tolist())) != 1:
+            raise ValueError("the soft loss needs the same number of captions for every image")
+        data.teacher_image, teacher_text = teacher_embeddings(
             dataset,
-            text_teacher=config.text_teacher,
-            image_teacher=config.image_teacher,
+            image_teacher=ImageTeacher(config.image_teacher),
+            text_teacher=TextTeacher(config.text_teacher),
             cache_dir=cache_dir,
             progress=progress,
         )
-        data.teacher_image, data.teacher_text = teacher["image"], teacher["text"]
-        if data.teacher_text.shape[0] != len(flat_captions):
-            raise ValueError(
-                f"teacher text embeddings have {data.teacher_text.shape[0]} rows, expected one per caption "
-                f"({len(flat_captions)})"
-            )
+        data.teacher_text = teacher_text.flatten(0, 1)  # (N * n_captions, Dt), in the order of flat_captions
     return data
 
 

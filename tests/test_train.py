@@ -201,3 +201,16 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     # same global batch, same samples: equal to a single process up to float reduction order
     assert saved["losses"].tolist() == pytest.approx(single.losses, rel=1e-4, abs=1e-5)
     assert_same_state(saved["state_dict"], final_state(single), atol=1e-4)
+
+
+def test_soft_loss_uses_cached_teacher_embeddings(tmp_path):
+    config = tiny_config(tmp_path, loss="soft", epochs=1, soft_target_temperature=0.05)
+    result = train_clip(config)
+    assert all(math.isfinite(x) for x in result.losses) and len(result.losses) == 4
+    assert any(tmp_path.joinpath("teacher_image").iterdir()) and any(tmp_path.joinpath("teacher_text").iterdir())
+    hard = train_clip(tiny_config(tmp_path, loss="soft", epochs=1, soft_hard_weight=1.0))
+    plain = train_clip(tiny_config(tmp_path, epochs=1))
+    # hard_weight=1 turns the soft targets into the identity: the same run as the plain CLIP loss
+    assert hard.losses == pytest.approx(plain.losses, rel=1e-5)
+    soft_weights, plain_weights = final_state(result)["text_projection"], final_state(plain)["text_projection"]
+    assert (soft_weights - plain_weights).abs().max() > 1e-4  # soft targets (tau 0.05) do change the training
