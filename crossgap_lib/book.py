@@ -32,6 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path(__file__).resolve().parent
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # figures as cell outputs
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "crossgap_lib")  # the library: for literalinclude
 
 
@@ -205,7 +206,7 @@ def execute_profile(
     executed_dir.mkdir(parents=True, exist_ok=True)
     library_hash = library_fingerprint()
     cache = Path(profile.env.get("CROSSGAP_CACHE", ROOT / ".cache" / "crossgap"))
-    base_env = {"CROSSGAP_CACHE": str(cache if cache.is_absolute() else ROOT / cache), "MPLBACKEND": "agg"}
+    base_env = {"CROSSGAP_CACHE": str(cache if cache.is_absolute() else ROOT / cache), "MPLBACKEND": INLINE_BACKEND}
     ran = []
     for stage in profile.stages:
         names = [n for n in stage if only is None or n in only]
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             name = args.notebook.stem
             parameters = {**profile.parameters_for(name), **{k: _parse_value(v) for k, v in args.parameter}}
             output = args.output or Path("_build") / "runs" / f"{name}.ipynb"
-            env = {**profile.env, "MPLBACKEND": "agg"}
+            env = {**profile.env, "MPLBACKEND": INLINE_BACKEND}
             execute_notebook(args.notebook.resolve(), output.resolve(), parameters, env=env,
                              banner=_banner_cell(profile, parameters))
             print(f"[book] executed {args.notebook} -> {output}")
