@@ -312,6 +312,17 @@ def build(profile_name: str = "embedded", build_root: Path | None = None, jobs: 
     return html
 
 
+def prefetch(profile_name: str = "paper", log=print) -> None:
+    """Download (or find in the cache) the weights of every paper model a profile uses, before an offline build."""
+    from .experiments import paper_models
+    from .models import load_clip
+
+    labels = get_profile(profile_name).parameters.get("MODELS")
+    for model in paper_models(labels):
+        log(f"[book] weights of {model.label}: {model.open_clip_name} / {model.pretrained}")
+        load_clip(model.open_clip_name, pretrained=model.pretrained, device="cpu")
+
+
 def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
@@ -325,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--jobs", type=int, default=2, help="notebooks executed in parallel within a stage")
     b.add_argument("--only", nargs="*", default=None, help="execute only these notebooks (others must be built)")
     b.add_argument("--force", action="store_true", help="re-execute even unchanged notebooks")
+    f = sub.add_parser("prefetch", help="fetch the weights a profile needs (run once with network access)")
+    f.add_argument("--profile", default="paper")
     r = sub.add_parser("run", help="execute one notebook with your own parameters")
     r.add_argument("notebook", type=Path)
     r.add_argument("--profile", default="embedded", help="profile whose parameters are the starting point")
@@ -335,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             build(args.profile, args.build_root, jobs=args.jobs, only=args.only, force=args.force)
+        elif args.command == "prefetch":
+            prefetch(args.profile)
         else:
             profile = get_profile(args.profile)
             name = args.notebook.stem
@@ -344,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             execute_notebook(args.notebook.resolve(), output.resolve(), parameters, env=env,
                              banner=_banner_cell(profile, parameters))
             print(f"[book] executed {args.notebook} -> {output}")
-    except (BookError, ValueError) as err:
+    except (BookError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

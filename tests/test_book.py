@@ -197,3 +197,11 @@ def test_smoke_book_opens_in_a_headless_browser_without_console_errors(smoke_boo
     finally:
         server.shutdown()
     assert not errors, errors
+
+
+def test_prefetch_reports_missing_weights_clearly(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CROSSGAP_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert book.main(["prefetch", "--profile", "paper"]) == 1
+    err = capsys.readouterr().err
+    assert "ViT-B-32" in err and "CROSSGAP_WEIGHTS" in err
