@@ -28,6 +28,13 @@ _EXPORTS = {
     "IntraModalClipLoss": "losses",
     "train_clip": "train",
     "TrainConfig": "train",
+    "TextTeacher": "teachers",
+    "ImageTeacher": "teachers",
+    "teacher_embeddings": "teachers",
+    "run_lab": "lab",
+    "LabConfig": "lab",
+    "load_dataset": "datasets",
+    "make_shapes": "datasets.shapes",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
