@@ -70,8 +70,9 @@ display(Markdown(f"Provenance of these numbers: {provenance_note(reported('table
 # %% [markdown]
 # ## Intra-modal and OTI retrieval, measured
 #
-# The table gives the two mAPs and their difference for each model. Intervals are 95% confidence intervals: across
-# training seeds (t-interval) where several models were trained, and a paired bootstrap over queries otherwise.
+# The table gives the two mAPs and their difference for each model. Where several models were trained with different
+# seeds (the laboratory), the intervals are 95% t-intervals across seeds; the paper profile evaluates one released
+# model per row, so it shows one value per model and dataset.
 
 # %%
 if SOURCE == "lab":

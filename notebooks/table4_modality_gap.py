@@ -257,7 +257,7 @@ if SOURCE == "lab":
                          reported_change, gain_row["seed_ci_low"], gain_row["seed_ci_high"],
                          f"the T=1 gain minus the T=0.01 gain (5-dataset averages{reference})"))
         lines.append("- " + report.verdict(f"Centroid gap of `{high}` minus `{low}`", *gap_diff, scale=1, digits=3,
-                                           unit="(unscaled)", interval="Welch 95% CI over seeds"))
+                                           unit="units of distance", interval="Welch 95% CI over seeds"))
     trends = {
         "gap_centroid": ("the OTI gain against the centroid gap", "mAP points per unit of centroid distance",
                          "the gain grows with the gap", "the gain shrinks as the gap grows"),
