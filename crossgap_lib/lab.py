@@ -229,6 +229,17 @@ class LabResults:
         order = [s["name"] for s in self.config["settings"] if s["name"] in table.index]
         return table.loc[order, [m for m in (metrics_shown or table.columns) if m in table.columns]]
 
+    def contrast_table(self, kind: str | None = None, scale: float = 100.0, digits: int = 1) -> pd.DataFrame:
+        """Contrasts with 'diff [low, high]' strings: across seeds (t) and over queries (paired bootstrap)."""
+        frame = self.contrasts if kind is None else self.contrasts[self.contrasts.kind == kind]
+        fmt = lambda r, m, lo, hi: stats.format_ci(r[m], r[lo], r[hi], scale=scale, digits=digits)  # noqa: E731
+        return pd.DataFrame({
+            "contrast": frame.contrast, "setting": frame.setting, "metric": frame.metric,
+            "seeds (t-interval)": frame.apply(lambda r: fmt(r, "mean_diff", "seed_ci_low", "seed_ci_high"), axis=1),
+            "queries (bootstrap)": frame.apply(lambda r: fmt(r, "boot_diff", "boot_ci_low", "boot_ci_high"), axis=1),
+            "n_seeds": frame.n_seeds, "n_pairs": frame.n_pairs,
+        }).reset_index(drop=True)
+
     def to_state(self) -> dict:
         """Plain containers (for ``torch.save`` with ``weights_only`` loading)."""
         state = {k: getattr(self, k) for k in ("config", "per_query", "features", "oti_curve", "training", "timings")}

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crossgap_lib.cache import atomic_save, cache_key, default_cache_root, safe_load, tensor_fingerprint
+from crossgap_lib.cache import atomic_save, cache_key, default_cache_root, module_fingerprint, safe_load
 
 TRAIN_CODE_VERSION = 1  # bump when a change alters what a config trains to (invalidates cached runs)
 LOSSES = ("clip", "soft", "intra")
@@ -228,11 +228,6 @@ def _quiet_random_init() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(keep)
-
-
-def _weights_fingerprint(module: nn.Module) -> str:
-    """Hash of a module's state dict (``cache.module_fingerprint`` fails on 0-d tensors such as logit_scale)."""
-    return cache_key(**{name: tensor_fingerprint(t.reshape(-1)) for name, t in module.state_dict().items()})
 
 
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -493,10 +488,10 @@ def train_clip(
         bar.close()
 
         seconds = time.perf_counter() - start_time
-        fingerprints = [_weights_fingerprint(trainee)]
+        fingerprints = [module_fingerprint(trainee)]
         if world_size > 1:  # every rank must end with the same weights; recorded so that it can be checked
             fingerprints = [None] * world_size
-            dist.all_gather_object(fingerprints, _weights_fingerprint(trainee))
+            dist.all_gather_object(fingerprints, module_fingerprint(trainee))
         if rank == 0:
             atomic_save(
                 {

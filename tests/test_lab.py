@@ -135,6 +135,8 @@ def test_contrasts_have_both_intervals(smoke):
     assert ((ok.seed_ci_low <= ok.mean_diff + 1e-12) & (ok.mean_diff <= ok.seed_ci_high + 1e-12)).all()
     assert ((contrasts.boot_ci_low <= contrasts.boot_diff + 1e-12)
             & (contrasts.boot_diff <= contrasts.boot_ci_high + 1e-12)).all()
+    table = results.contrast_table("between")
+    assert len(table) == len(between) and table["queries (bootstrap)"].str.contains("[", regex=False).all()
     # the seed-level mean difference of equal-size per-seed query sets is the pooled mean difference
     row = within[(within.setting == "clip") & (within.contrast == "OTI - intra (image)")].iloc[0]
     pooled = torch.cat([results.per_query[f"clip|{s}"]["oti_gain"] for s in config.seeds]).mean()
