@@ -161,7 +161,7 @@ low_end = min(0.4, min(lo for _, lo, _ in cis) - 0.05)
 axes[1].set(ylim=(low_end, 1.0), ylabel="P(same class ranked above other class)",
             title="Class information per query\n(mean, 95% CI over queries)")
 axes[1].tick_params(axis="x", labelrotation=15)
-axes[1].legend(fontsize=8, loc="lower right")
+axes[1].legend(fontsize=8, loc="upper left")
 
 colors = {"image-image": "tab:blue", f"image-{text_kind}": "tab:orange"}
 for name, p in pairs.items():
@@ -266,7 +266,9 @@ display(Markdown(
 # %% [markdown]
 # The overlap coefficient is the shared area of the two normalised histograms (1: identical, 0: disjoint), the AUC
 # the probability that a same-class pair is more similar than a different-class pair (0.5: no class information).
-# Both pool all pairs; the confidence intervals below come from the per-query AUCs of Figure 1.
+# Both pool the pairs of all queries, so they also compare the similarities of one query with those of another. The
+# per-query AUC of Figure 1 and of the table below ranks each query's own gallery, as retrieval does; the two can
+# order the kinds of similarity differently, and the confidence intervals come from the per-query version.
 
 # %% [markdown]
 # ## Across training settings
@@ -284,14 +286,14 @@ for name, F_ in sets.items():
                                 "prompt": (F_["prompt"], torch.arange(F_["prompt"].shape[0]), False),
                                 "OTI": (F_["oti"], F_["labels"], F_["exclude_self"])}.items():
         summary = dynamics.cross_class_overlap(q, ql, F_["gallery"], F_["gallery_labels"], exclude_self=excl)
-        row[f"{kind} AUC"], row[f"{kind} overlap"] = summary["auc"], summary["overlap"]
+        row[f"{kind} AUC (pooled)"], row[f"{kind} overlap"] = summary["auc"], summary["overlap"]
         per_query_q = q if kind != "prompt" else F_["prompt"][F_["labels"]]
         per_query[kind] = dynamics.per_query_auc(per_query_q, F_["labels"], F_["gallery"], F_["gallery_labels"],
                                                  exclude_self=F_["exclude_self"] and kind != "prompt")
     for kind in ("OTI", "prompt"):
         mean, low, high = stats.paired_bootstrap_ci(per_query[kind], per_query["image"], n_boot=N_BOOT, seed=0)
-        row[f"{kind} - image (AUC points)"] = report.ci_text(mean, low, high)
-        row[f"{kind} - image verdict"] = {"up": "higher", "down": "lower", "none": "no detectable difference"}[
+        row[f"{kind} - image, per-query AUC points [95% CI]"] = report.ci_text(mean, low, high)
+        row[f"{kind} - image, verdict"] = {"up": "higher", "down": "lower", "none": "no detectable difference"}[
             report.direction(mean, low, high)]
         row[f"_{kind}"] = (mean, low, high)
     rows.append(row)

@@ -70,7 +70,7 @@ config = LabConfig.from_dict({**getattr(LabConfig, LAB_PRESET)().to_dict(), **LA
 # histograms. In the `paper` profile every curve is computed here on the real model and dataset.
 
 # %%
-cache = default_cache_root()
+cache = config.cache_root() if SOURCE == "lab" else default_cache_root()
 if SOURCE == "lab":
     from crossgap_lib.train import train_clip
 
@@ -162,44 +162,55 @@ rep_r = rep[rep["R"] != "baseline"].assign(R=lambda d: d["R"].astype(int)).set_i
 all_r = sorted(set(curve["num_pseudo_tokens"]) | set(rep_r.index))
 colors = dict(zip(all_r, sns.color_palette("viridis", len(all_r))))
 
-fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(14, 4.6))
+fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1.15]})
 for r, losses in zip(curve["num_pseudo_tokens"], curve["loss"]):
     ax_loss.plot(np.arange(len(losses)), losses, color=colors[r], label=f"R = {r}")
 ax_loss.set(yscale="log", xlabel="optimisation step (linear to 10, then log)", ylabel="OTI loss (1 - cosine)",
             title="(a) OTI loss")
 ax_loss.legend(fontsize=8)
 
+from matplotlib.legend_handler import HandlerTuple
+
+handles = {}
 for r, maps in zip(curve["num_pseudo_tokens"], curve["mAP"]):
-    ax_map.plot(curve["steps"], 100 * np.asarray(maps), color=colors[r], label=f"R = {r} (measured)")
+    (line,) = ax_map.plot(curve["steps"], 100 * np.asarray(maps), color=colors[r])
     ax_map.scatter([measured.loc[r, "peak_step"]], [100 * measured.loc[r, "peak_mAP"]], color=colors[r], s=25,
                    zorder=3)
-ax_map.axhline(100 * curve["intra_mAP"], color="black", linewidth=1.5, label="intra-modal (measured)")
+    handles[r] = [line]
+intra_line = ax_map.axhline(100 * curve["intra_mAP"], color="black", linewidth=1.5)
+extra = [(intra_line, "intra-modal (measured)")]
 if curve.get("prompt_mAP") is not None:
-    ax_map.axhline(100 * curve["prompt_mAP"], color="grey", linestyle="-.", linewidth=1,
-                   label="class prompt → image (measured)")
+    extra.append((ax_map.axhline(100 * curve["prompt_mAP"], color="grey", linestyle="-.", linewidth=1),
+                  "class prompt → image (measured)"))
 ax_map.set(xlabel="optimisation step (linear to 10, then log)", ylabel="measured mAP (%)",
            title="(b) OTI → image retrieval")
+x_max = max(curve["steps"][-1], rep_r["peak_step"].max())
 for ax in (ax_loss, ax_map):
     ax.set_xscale("symlog", linthresh=10)
+    ax.xaxis.set_major_locator(mticker.FixedLocator([t for t in (0, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                                                     if t <= x_max]))
     ax.xaxis.set_major_formatter(mticker.ScalarFormatter())
-    ax.set_xlim(0, max(curve["steps"][-1], rep_r["peak_step"].max()) * 1.1)
-ax_loss.yaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.set_xlim(0, x_max * 1.1)
+ax_loss.yaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
 ax_loss.yaxis.set_major_formatter(mticker.ScalarFormatter())
 ax_loss.yaxis.set_minor_formatter(mticker.NullFormatter())
 ax_rep = ax_map.twinx()
 ax_rep.grid(False)
 for r, row in rep_r.iterrows():
-    ax_rep.scatter(row["peak_step"], row["peak_mAP"], marker="*", s=170, color=colors[r], edgecolor="black",
-                   linewidth=0.7, zorder=4)
-    ax_rep.annotate(f"R={r}", (row["peak_step"], row["peak_mAP"]), textcoords="offset points", xytext=(7, -3),
-                    fontsize=7)
-ax_rep.axhline(rep_base, color="black", linestyle=":", linewidth=1)
+    star = ax_rep.scatter(row["peak_step"], row["peak_mAP"], marker="*", s=170, color=colors[r], edgecolor="black",
+                          linewidth=0.7, zorder=4)
+    handles.setdefault(r, []).append(star)
+extra.append((ax_rep.axhline(rep_base, color="black", linestyle=":", linewidth=1),
+              "intra-modal (reported, right axis)"))
 ax_rep.set_ylabel("reported mAP (%), paper: CLIP B/32 on CUB")
-ax_rep.scatter([], [], marker="*", s=120, color="white", edgecolor="black", label="reported peak (right axis)")
-ax_rep.plot([], [], color="black", linestyle=":", label="reported intra-modal (right axis)")
-handles = ax_map.get_legend_handles_labels()
-extra = ax_rep.get_legend_handles_labels()
-ax_map.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="best")
+labels = {r: f"R = {r}: " + " + ".join(
+    (["measured"] if r in curve["num_pseudo_tokens"] else []) + (["reported peak ★"] if r in rep_r.index else []))
+    for r in handles}
+ax_map.legend([tuple(handles[r]) for r in sorted(handles)] + [h for h, _ in extra],
+              [labels[r] for r in sorted(handles)] + [t for _, t in extra],
+              handler_map={tuple: HandlerTuple(ndivide=None)}, fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.1, 1.0))
 fig.tight_layout()
 plt.show()
 
