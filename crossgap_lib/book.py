@@ -291,8 +291,9 @@ def build_html(build_dir: Path, log=print) -> Path:
     """Render ``build_dir/src`` with jupyter-book (warnings are errors); returns the HTML folder."""
     src = build_dir / "src"
     check_sources(src)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(src), "--path-output", str(build_dir), "-W", "-n", "--keep-going"]
-    log("[book] " + " ".join(cmd[2:]))
+    cli = "from jupyter_book.cli.main import main; main()"
+    cmd = [sys.executable, "-c", cli, "build", str(src), "--path-output", str(build_dir), "-W", "-n", "--keep-going"]
+    log("[book] jupyter-book " + " ".join(cmd[3:]))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BookError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

@@ -114,8 +114,8 @@ display(table)
 # %%
 summary = lab.summary.set_index(["setting", "metric"])["mean"]
 first = config.settings[0]["name"]
-glue("lab_zero_shot", 100 * summary[(first, "zero_shot")], display=False)
-glue("lab_gap", summary[(first, "gap_centroid")], display=False)
+glue("lab_zero_shot", float(100 * summary[(first, "zero_shot")]), display=False)
+glue("lab_gap", float(summary[(first, "gap_centroid")]), display=False)
 glue("lab_minutes", lab.timings["total"] / 60, display=False)
 glue("lab_models", len(config.settings) * len(config.seeds), display=False)
 chance = 100 / len(data_config.class_names)

@@ -166,8 +166,8 @@ critique = reported("critique")
 gains = summary.critique_gains()
 display(Markdown(f"Provenance: {provenance_note(critique)}. Averages over the 13 datasets, mAP points."))
 display(gains.round(1))
-glue("critique_pca_oti_min", gains["PCA - OTI"].min(), display=False)
-glue("critique_pca_oti_max", gains["PCA - OTI"].max(), display=False)
+glue("critique_pca_oti_min", float(gains["PCA - OTI"].min()), display=False)
+glue("critique_pca_oti_max", float(gains["PCA - OTI"].max()), display=False)
 
 # %% [markdown]
 # In the critique's table the projection is ahead of OTI by {glue:text}`critique_pca_oti_min:.1f` to
