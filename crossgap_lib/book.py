@@ -175,15 +175,10 @@ def execute_notebook(
         os.environ.update(old_env)
         source.unlink(missing_ok=True)
     executed = nbformat.read(output, as_version=4)
-    # readers see the parameters actually used (papermill's injected cell, folded), not the notebook's defaults
-    tagged = {tag: [c for c in executed.cells if tag in c.metadata.get("tags", [])]
-              for tag in ("parameters", "injected-parameters")}
-    shown = tagged["injected-parameters"] or tagged["parameters"]
-    hidden = tagged["parameters"] if tagged["injected-parameters"] else []
-    for cell in shown:
-        cell.metadata["tags"] = sorted(set(cell.metadata["tags"]) | {"hide-input"})
-    for cell in hidden:
-        cell.metadata["tags"] = sorted(set(cell.metadata["tags"]) | {"remove-cell"})
+    # both parameter cells stay, folded: the notebook's defaults, then the values this profile injected over them
+    for cell in executed.cells:
+        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+            cell.metadata["tags"] = sorted(set(cell.metadata["tags"]) | {"hide-input"})
     if banner is not None:
         executed.cells.insert(1 if executed.cells and executed.cells[0].cell_type == "markdown" else 0, banner)
     nbformat.write(executed, output)

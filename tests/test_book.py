@@ -65,7 +65,7 @@ def test_execute_notebook_injects_parameters_and_hides_them(tmp_path):
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     defaults = [c for c in executed.cells if "parameters" in c.metadata.get("tags", [])]
     assert injected and "hide-input" in injected[0].metadata["tags"]  # the values used, folded
-    assert "remove-cell" in defaults[0].metadata["tags"]  # the notebook's defaults would mislead
+    assert "hide-input" in defaults[0].metadata["tags"]  # the defaults they override, folded too
 
 
 def test_unknown_parameter_is_rejected(tmp_path):
