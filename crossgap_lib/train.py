@@ -87,6 +87,7 @@ class TrainConfig:
     num_threads: int = 2
     out_dir: str | None = None
     checkpoint_every: int = 50
+    compact_vocabulary: bool = True  # train only the token-embedding rows the captions use (same result, faster)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -323,6 +324,40 @@ def _prepare_data(config: TrainConfig, clip: nn.Module, tokenizer: Callable, cac
     return data
 
 
+class _CompactVocabulary:
+    """Swap the token embedding for the rows the training captions use, then write them back when training ends.
+
+    AdamW leaves a row whose gradient is always zero untouched except for its decoupled weight decay, so training
+    the used rows alone and scaling the others by prod_t (1 - lr_t * weight_decay) at the end gives the same model as
+    training the full (49408-row) embedding, without updating millions of idle parameters every step. Token ids are
+    remapped in sorted order, so open_clip's end-of-text pooling (argmax over ids) still finds the same position.
+    """
+
+    def __init__(self, clip: nn.Module, data: _TrainingData):
+        import open_clip
+
+        self.active = isinstance(clip, open_clip.CLIP) and getattr(clip, "text_pool_type", "argmax") == "argmax"
+        if not self.active:
+            return
+        self.full = clip.token_embedding
+        self.used_ids = torch.unique(data.caption_tokens)  # sorted
+        lookup = torch.full((self.full.num_embeddings,), -1, dtype=torch.long)
+        lookup[self.used_ids] = torch.arange(len(self.used_ids))
+        data.caption_tokens = lookup[data.caption_tokens]
+        compact = self.full.weight.detach()[self.used_ids].clone()
+        clip.token_embedding = nn.Embedding.from_pretrained(compact, freeze=False)
+
+    def restore(self, clip: nn.Module, config: TrainConfig) -> None:
+        """Put the full embedding back: trained rows copied in, idle rows decayed as AdamW would have."""
+        if not self.active:
+            return
+        decay = math.prod(1.0 - _lr_at(step, config) * config.weight_decay for step in range(config.total_steps))
+        with torch.no_grad():
+            self.full.weight.mul_(decay)
+            self.full.weight[self.used_ids] = clip.token_embedding.weight
+        clip.token_embedding = self.full
+
+
 # ----------------------------------------------------------------------------------------------- distributed
 def _distributed() -> tuple[int, int]:
     """(rank, world_size); initialises a gloo process group under torchrun if none exists."""
@@ -420,11 +455,12 @@ def train_clip(
         if config.temperature is not None:
             clip.logit_scale.data.fill_(math.log(1.0 / config.temperature))
             clip.logit_scale.requires_grad_(False)
+        data = _prepare_data(config, clip, tokenizer, folder.parent.parent, progress and rank == 0)
+        vocabulary = _CompactVocabulary(clip, data) if config.compact_vocabulary else None
         trainee = _Trainee(clip, head)
         optimizer = torch.optim.AdamW(
             _param_groups(trainee, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6
         )
-        data = _prepare_data(config, clip, tokenizer, folder.parent.parent, progress and rank == 0)
 
         start_step, losses, logit_scales, elapsed = 0, [], [], 0.0
         state_path = folder / "state.pt"
@@ -517,6 +553,8 @@ def train_clip(
                 callback(done, losses[-1])
         bar.close()
 
+        if vocabulary is not None:
+            vocabulary.restore(clip, config)
         seconds = time.perf_counter() - start_time
         fingerprints = [module_fingerprint(trainee)]
         if world_size > 1:  # every rank must end with the same weights; recorded so that it can be checked

@@ -214,3 +214,19 @@ def test_soft_loss_uses_cached_teacher_embeddings(tmp_path):
     assert hard.losses == pytest.approx(plain.losses, rel=1e-5)
     soft_weights, plain_weights = final_state(result)["text_projection"], final_state(plain)["text_projection"]
     assert (soft_weights - plain_weights).abs().max() > 1e-4  # soft targets (tau 0.05) do change the training
+
+
+def test_compact_vocabulary_trains_the_same_model(tmp_path):
+    compact = train_clip(tiny_config(tmp_path, epochs=1, weight_decay=0.2))
+    dense = train_clip(tiny_config(tmp_path, epochs=1, weight_decay=0.2, compact_vocabulary=False))
+    assert compact.losses == pytest.approx(dense.losses, rel=1e-5)
+    a, b = final_state(compact), final_state(dense)
+    assert_same_state(a, b, atol=2e-6)
+    assert a["token_embedding.weight"].shape == (49408, 32)
+    import open_clip
+
+    torch.manual_seed(0)
+    initial = open_clip.create_model("crossgap-micro").token_embedding.weight.detach()
+    idle = 20000  # a token id no shapes caption uses: only weight decay touched it
+    ratio = a["token_embedding.weight"][idle] / initial[idle]
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-5) and 0.99 < float(ratio[0]) < 1.0
