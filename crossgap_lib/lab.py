@@ -191,9 +191,10 @@ class LabConfig:
         return cls(**copy.deepcopy(values))
 
     def key(self) -> str:
-        """Cache key: the config without the fields that do not change the results."""
+        """Cache key: the config without the fields that do not change the results, plus every run's train key."""
         parts = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
-        return cache_key(kind="lab", version=LAB_CODE_VERSION, **parts)
+        runs = [self.train_config(setting, seed).key() for setting in self.settings for seed in self.seeds]
+        return cache_key(kind="lab", version=LAB_CODE_VERSION, train_runs=runs, **parts)
 
     def cache_root(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else default_cache_root()

@@ -65,15 +65,15 @@ register_extra_model_configs()
 class TrainConfig:
     """Everything a training run depends on; plain literals only (the run folder is keyed by them)."""
 
-    model: str = "crossgap-tiny"
-    n_train: int = 4096
+    model: str = "crossgap-small"
+    n_train: int = 8192
     data: dict = field(default_factory=dict)  # ShapesConfig overrides, e.g. {"nuisance_caption_rate": 0.5}
     data_seed: int = 0
-    epochs: int = 6
+    epochs: int = 16  # 1024 steps of 128: past the colour-only loss plateau (log 32) that ends near step 500
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.1
-    warmup: int = 30  # steps of linear warm-up before the cosine decay
+    warmup: int = 50  # steps of linear warm-up before the cosine decay
     loss: str = "clip"  # clip | soft | intra
     temperature: float | None = None  # None: learnable (init 0.07, logit scale clamped at 100); else fixed
     soft_target_temperature: float = 0.05
