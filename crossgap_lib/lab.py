@@ -20,7 +20,6 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -145,12 +144,12 @@ class LabConfig:
 
     # -------------------------------------------------------------------------------------------- presets
     @classmethod
-    def embedded(cls) -> "LabConfig":
+    def embedded(cls) -> LabConfig:
         """The book's default profile: crossgap-small, 6 settings x 3 seeds (1024 steps each), OVI on 128 queries."""
         return cls()
 
     @classmethod
-    def smoke(cls) -> "LabConfig":
+    def smoke(cls) -> LabConfig:
         """Toy sizes on crossgap-micro (every code path, about a minute): the test suite's profile."""
         return cls(
             model="crossgap-micro",
@@ -180,7 +179,7 @@ class LabConfig:
         return copy.deepcopy(asdict(self))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "LabConfig":
+    def from_dict(cls, values: dict) -> LabConfig:
         """Build from a dict of literals; unknown keys are an error."""
         if not isinstance(values, dict):
             raise ValueError(f"LabConfig.from_dict needs a dict, got {type(values).__name__}")
@@ -253,7 +252,7 @@ class LabResults:
         return state
 
     @classmethod
-    def from_state(cls, state: dict, from_cache: bool = True) -> "LabResults":
+    def from_state(cls, state: dict, from_cache: bool = True) -> LabResults:
         frames = {name: pd.DataFrame(state[name]) for name in ("tidy", "summary", "contrasts")}
         rest = {k: state[k] for k in ("config", "per_query", "features", "oti_curve", "training", "timings")}
         return cls(**frames, **rest, from_cache=from_cache)

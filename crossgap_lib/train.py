@@ -15,9 +15,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -122,7 +122,7 @@ class TrainConfig:
         return cache_key(kind="train", version=TRAIN_CODE_VERSION, **parts)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict of literals; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -425,9 +425,9 @@ def train_clip(
     resumes from the last saved state on the next call).
     """
     import open_clip
+    from tqdm.auto import tqdm
 
     import crossgap_lib.models  # noqa: F401  (registers the project's tiny configs with open_clip)
-    from tqdm.auto import tqdm
 
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -523,7 +523,8 @@ def train_clip(
 
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, config)
-            out = model(to_model_input(data.images[index], data.mean, data.std), data.caption_tokens[caption_index], views)
+            images = to_model_input(data.images[index], data.mean, data.std)
+            out = model(images, data.caption_tokens[caption_index], views)
             if config.loss == "clip":
                 loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             elif config.loss == "soft":

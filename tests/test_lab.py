@@ -69,8 +69,8 @@ def test_key_ignores_cache_dir_and_progress_only():
 def test_setting_becomes_train_config():
     config = LabConfig.smoke()
     config.data = {"n_captions": 2, "nuisance_caption_rate": 0.0}
-    train = config.train_config({"name": "x", "loss": "clip", "temperature": 1.0, "data": {"nuisance_caption_rate": 0.5}},
-                                seed=3)
+    setting = {"name": "x", "loss": "clip", "temperature": 1.0, "data": {"nuisance_caption_rate": 0.5}}
+    train = config.train_config(setting, seed=3)
     assert train.temperature == 1.0 and train.seed == 3 and train.model == "crossgap-micro"
     assert train.data == {"n_captions": 2, "nuisance_caption_rate": 0.5}
     assert train.n_train == config.train["n_train"]
