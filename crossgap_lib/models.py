@@ -9,7 +9,8 @@ Names (``list_models()`` prints them all):
   ``"ViT-B/16"``, ``"ViT-L/14"``, ``"ViT-L/14@336px"`` (``RN50``, ``RN101``, ``RN50x4``, ... are the same in both);
 - the project configs in ``crossgap_lib/model_configs/``, registered with ``open_clip.add_model_config`` when this
   module is imported: ``"crossgap-tiny"`` (embed 64, ViT 64px/16, width 128, 4 layers; text context 16, width 128,
-  4 layers) and ``"crossgap-micro"`` (embed 32, ViT 32px/8, width 32, 1 layer; text context 16, width 32, 1 layer);
+  4 layers), ``"crossgap-small"`` (the laboratory's model: embed 64, ViT 64px/16, width 64, 2 layers; text context 16,
+  width 64, 1 layer) and ``"crossgap-micro"`` (embed 32, ViT 32px/8, width 32, 1 layer; text context 16, width 32, 1 layer);
 - SLIP (Mu et al. 2021) as open_clip ``CLIP`` models with a timm vision trunk: ``"slip-vit-b-16"`` and
   ``"slip-vit-l-16"`` (aliases ``"SLIP_VITB16"``, ``"SLIP_VITL16"``, and the SLIP repo's CLIP baselines
   ``"CLIP_VITB16"``, ``"CLIP_VITL16"``, which share the layout). Checkpoints in the public SLIP layout
@@ -67,7 +68,7 @@ WEIGHTS_ENV = "CROSSGAP_WEIGHTS"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-PROJECT_MODELS = ("crossgap-tiny", "crossgap-micro", "slip-vit-b-16", "slip-vit-l-16")
+PROJECT_MODELS = ("crossgap-tiny", "crossgap-small", "crossgap-micro", "slip-vit-b-16", "slip-vit-l-16")
 
 MODEL_ALIASES: dict[str, str] = {
     "ViT-B/32": "ViT-B-32",

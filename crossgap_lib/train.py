@@ -26,39 +26,9 @@ import torch.nn.functional as F
 
 from crossgap_lib.cache import atomic_save, cache_key, default_cache_root, module_fingerprint, safe_load
 
-# A laboratory-sized architecture: crossgap-tiny needs ~1000 steps to get past the colour-only plateau on the shapes
-# data, 3 minutes per model on 2 cores; this one gets there in under a minute. Registered with open_clip here while
-# crossgap_lib/model_configs (engineer A's) does not ship it; a JSON of the same name there takes precedence.
-EXTRA_MODEL_CONFIGS = {
-    "crossgap-small": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2, "head_width": 64},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-    },
-}
 TRAIN_CODE_VERSION = 1  # bump when a change alters what a config trains to (invalidates cached runs)
 LOSSES = ("clip", "soft", "intra")
 _NOT_IN_KEY = ("progress", "out_dir", "num_threads", "checkpoint_every")
-
-
-def register_extra_model_configs() -> None:
-    """Register :data:`EXTRA_MODEL_CONFIGS` with open_clip (names it already knows are left alone)."""
-    import json
-    import tempfile
-
-    import open_clip
-
-    import crossgap_lib.models  # noqa: F401  (registers the project's configs first)
-
-    missing = {name: cfg for name, cfg in EXTRA_MODEL_CONFIGS.items() if name not in open_clip.list_models()}
-    if missing:
-        with tempfile.TemporaryDirectory(prefix="crossgap_configs_") as folder:
-            for name, cfg in missing.items():
-                Path(folder, f"{name}.json").write_text(json.dumps(cfg))
-            open_clip.add_model_config(folder)  # reads the files now; later rescans keep what was read
-
-
-register_extra_model_configs()
 
 
 @dataclass

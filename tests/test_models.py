@@ -35,6 +35,8 @@ CONTRACT = {  # sizes agreed in the project's cross-module contracts
                       "ctx": 16, "twidth": 128, "theads": 2, "tlayers": 4},
     "crossgap-micro": {"embed": 32, "image": 32, "patch": 8, "vwidth": 32, "vlayers": 1, "vheads": 2,
                        "ctx": 16, "twidth": 32, "theads": 2, "tlayers": 1},
+    "crossgap-small": {"embed": 64, "image": 64, "patch": 16, "vwidth": 64, "vlayers": 2, "vheads": 1,
+                       "ctx": 16, "twidth": 64, "theads": 2, "tlayers": 1},
 }
 
 
