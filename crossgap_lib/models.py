@@ -468,8 +468,8 @@ def _tokenizer_for(arch: str) -> Callable[..., torch.Tensor]:
 
 
 @contextlib.contextmanager
-def _quiet_open_clip_random_init() -> Iterator[None]:
-    """Hide open_clip's 'initialized randomly' log line: weights are loaded right after, or we warn ourselves."""
+def quiet_random_init() -> Iterator[None]:
+    """Hide open_clip's 'initialized randomly' log line (weights are loaded right after, or random init is meant)."""
 
     def keep(record: logging.LogRecord) -> bool:
         return "initialized randomly" not in record.getMessage()
@@ -536,7 +536,7 @@ def load_clip(
         log.info("load_clip(%r, %r): using QuickGELU, as the tag was trained with it", arch, pretrained)
 
     tokenizer = tokenizer if tokenizer is not None else _tokenizer_for(arch)  # before the model: fail fast
-    with _quiet_open_clip_random_init():
+    with quiet_random_init():
         model = open_clip.create_model(
             arch,
             pretrained=None,

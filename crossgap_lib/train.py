@@ -10,12 +10,10 @@ augmentations) comes from a generator seeded by ``(seed, s)``, so a resumed run 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -216,21 +214,6 @@ def _lr_at(step: int, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - config.warmup) / span)) * config.lr
 
 
-@contextlib.contextmanager
-def _quiet_random_init() -> Iterator[None]:
-    """Hide open_clip's 'initialized randomly' warning: random init is the point of training from scratch."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
-
-
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 16 + stream)
 
@@ -397,7 +380,7 @@ def train_clip(
     import open_clip
     from tqdm.auto import tqdm
 
-    import crossgap_lib.models  # noqa: F401  (registers the project's tiny configs with open_clip)
+    from crossgap_lib.models import quiet_random_init  # also registers the project configs with open_clip
 
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -418,7 +401,7 @@ def train_clip(
     torch.set_num_threads(config.num_threads)
     try:
         torch.manual_seed(config.seed)
-        with _quiet_random_init():
+        with quiet_random_init():
             clip = open_clip.create_model(config.model, pretrained=None, pretrained_text=False)
         tokenizer = open_clip.get_tokenizer(config.model)
         head = ProjectionHead(clip.text_projection.shape[1], config.projection_dim) if config.loss == "intra" else None
