@@ -100,6 +100,15 @@ def check_split(spec: DatasetSpec, split: str) -> None:
         raise ValueError(f"split={split!r} is not a split of {spec.name!r}; expected one of {list(spec.splits)}")
 
 
+def require(spec: DatasetSpec, root: Path, split: str, *relative: str) -> list[Path]:
+    """Paths ``root / relative``, raising a layout error naming the missing ones if any does not exist."""
+    paths = [root / r for r in relative]
+    missing = [r for r, p in zip(relative, paths) if not p.exists()]
+    if missing:
+        raise not_found(spec, root, f"missing {', '.join(missing)} (needed for split {split!r})")
+    return paths
+
+
 def _hash_lines(lines: Sequence[str]) -> str:
     h = hashlib.sha256()
     for line in lines:
@@ -147,11 +156,7 @@ class ImageDataset(Dataset):
     # --- helpers for subclasses ---
     def _require(self, *relative: str) -> list[Path]:
         """Paths under the dataset folder, raising a layout error if any is missing."""
-        paths = [self.root / r for r in relative]
-        missing = [r for r, p in zip(relative, paths) if not p.exists()]
-        if missing:
-            raise not_found(self.spec, self.root, f"missing {', '.join(missing)} (needed for split {self.split!r})")
-        return paths
+        return require(self.spec, self.root, self.split, *relative)
 
     def _check_files(self) -> None:
         missing = [p for p in self.relative_paths if not os.path.isfile(self.root / p)]
@@ -251,11 +256,7 @@ class TextDataset(Dataset):
 
     def _require(self, *relative: str) -> list[Path]:
         """Paths under the dataset folder, raising a layout error if any is missing."""
-        paths = [self.root / r for r in relative]
-        missing = [r for r, p in zip(relative, paths) if not p.exists()]
-        if missing:
-            raise not_found(self.spec, self.root, f"missing {', '.join(missing)} (needed for split {self.split!r})")
-        return paths
+        return require(self.spec, self.root, self.split, *relative)
 
     def __len__(self) -> int:
         return len(self.texts)
