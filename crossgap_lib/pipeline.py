@@ -75,6 +75,16 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return fingerprint
 
 
+def _model_identity(clip: LoadedClip) -> dict[str, str]:
+    """Cache-key parts that identify a model's outputs: name, weights tag and content, autocast precision."""
+    return {
+        "model": clip.name,
+        "pretrained": str(clip.pretrained),
+        "weights": weights_fingerprint(clip.model),
+        "precision": _autocast(_device(clip))[1],
+    }
+
+
 def _image_bytes(image: Any, index: int) -> bytes:
     if isinstance(image, Image.Image):
         return f"{image.mode}{image.size}".encode() + image.tobytes()
@@ -394,13 +404,10 @@ def encode_images(
     key_parts = {}
     if cache_dir is not None:
         key_parts = {
-            "model": clip.name,
-            "pretrained": str(clip.pretrained),
-            "weights": weights_fingerprint(clip.model),
+            **_model_identity(clip),
             "preprocess": _preprocess_fingerprint(clip.preprocess),
             "dataset": dataset_fingerprint(dataset, progress=show),
             "n_items": n_items,
-            "precision": _autocast(device)[1],
         }
     rows = _run_chunked(compute, n_items, chunk_size, cache_dir, "image_features", key_parts, progress, "encode_images")
     return rows["features"]
@@ -440,13 +447,10 @@ def encode_texts(
     key_parts = {}
     if cache_dir is not None:
         key_parts = {
-            "model": clip.name,
-            "pretrained": str(clip.pretrained),
-            "weights": weights_fingerprint(clip.model),
+            **_model_identity(clip),
             "tokenizer": _tokenizer_fingerprint(clip.tokenizer),
             "texts": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16],
             "n_items": n_items,
-            "precision": _autocast(device)[1],
         }
     rows = _run_chunked(compute, n_items, chunk_size, cache_dir, "text_features", key_parts, progress, "encode_texts")
     return rows["features"]
@@ -535,14 +539,11 @@ def invert_dataset(
 
     key_parts = {}
     if cache_dir is not None:
-        key_parts = {
-            "model": clip.name,
-            "pretrained": str(clip.pretrained),
-            "weights": weights_fingerprint(clip.model),
+        key_parts = {  # precision included: inversion autocasts on CUDA like feature extraction
+            **_model_identity(clip),
             "method": method,
             "parameters": parameters,
             "features": tensor_fingerprint(features),
-            "precision": _autocast(_device(clip))[1],  # inversion autocasts on CUDA like feature extraction
         }
     rows = _run_chunked(compute, features.shape[0], chunk_size, cache_dir, f"inversion_{method}", key_parts, progress,
                         f"invert_dataset[{method}]")
