@@ -10,8 +10,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
+import crossgap_lib.metrics as metrics_module
 from crossgap_lib.metrics import (
     _binned_positions,
+    _compiled_count_positions,
+    _position_histogram,
     retrieval_scores,
     retrieval_scores_from_relevance,
     revisited_map,
@@ -187,11 +190,11 @@ def test_float64_scores_use_exact_search():
     np.testing.assert_allclose(result["per_query"]["AP"].numpy(), expected, atol=1e-12)
 
 
-MODES = ["random", "ties", "tiny", "mixed", "single"]
+MODES = ["random", "ties", "tiny", "mixed", "single", "equal"]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_binned_positions_equal_searchsorted(mode):
+def _position_cases(mode: str):
+    """Random (sorted relevant scores, n_rel, scores) chunks whose relevant scores are drawn from the scores."""
     g = torch.Generator().manual_seed(MODES.index(mode))
     for _ in range(20):
         c, n, r_max = (int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 400, (1,), generator=g)),
@@ -206,12 +209,63 @@ def test_binned_positions_equal_searchsorted(mode):
             scores[0, :3] = -0.0
         elif mode == "single":
             r_max = 1
+        elif mode == "equal":  # every relevant score equal: zero-width bin range
+            scores[:, : n // 2 + 1] = 0.5
         n_rel = torch.randint(0, r_max + 1, (c,), generator=g)
-        index = torch.randint(0, n, (c, r_max), generator=g)
+        index = torch.randint(0, n // 2 + 1 if mode == "equal" else n, (c, r_max), generator=g)
         valid = torch.arange(r_max)[None] < n_rel[:, None]
         sorted_rel = scores.gather(1, index).masked_fill(~valid, float("inf")).sort(1).values.contiguous()
+        yield sorted_rel, n_rel, scores
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_binned_positions_equal_searchsorted(mode):
+    for sorted_rel, n_rel, scores in _position_cases(mode):
+        c, r_max = sorted_rel.shape
         expected = torch.searchsorted(sorted_rel, scores, right=True) + (torch.arange(c) * (r_max + 1))[:, None]
         assert torch.equal(_binned_positions(sorted_rel, n_rel, scores).long(), expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_position_histogram_equals_searchsorted(mode, dtype):
+    assert _compiled_count_positions() is not None, "numba is a dependency: the compiled CPU loop must be available"
+    for sorted_rel, n_rel, scores in _position_cases(mode):
+        sorted_rel, scores = sorted_rel.to(dtype), scores.to(dtype)
+        c, r_max = sorted_rel.shape
+        positions = torch.searchsorted(sorted_rel, scores, right=True)
+        expected = torch.stack([torch.bincount(row, minlength=r_max + 1) for row in positions])
+        assert torch.equal(_position_histogram(sorted_rel, n_rel, scores), expected)
+
+
+def test_position_histogram_paths_agree_with_exclusions(monkeypatch):
+    # the compiled CPU loop (rows split over 1 or 2 threads) and the tensor path used on GPUs give the same histogram
+    for sorted_rel, n_rel, scores in _position_cases("ties"):
+        c, n = scores.shape
+        excluded = (torch.arange(c), torch.randint(0, n, (c,), generator=torch.Generator().manual_seed(c * n)))
+        compiled = []
+        for threads in (1, 2):
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                compiled.append(_position_histogram(sorted_rel, n_rel, scores, excluded))
+            finally:
+                torch.set_num_threads(previous)
+        with monkeypatch.context() as patch:
+            patch.setattr(metrics_module, "_compiled_count_positions", lambda: None)
+            tensor_path = _position_histogram(sorted_rel, n_rel, scores, excluded)
+        assert torch.equal(compiled[0], tensor_path) and torch.equal(compiled[1], tensor_path)
+        assert int(tensor_path.sum()) == c * n
+
+
+def test_retrieval_scores_equal_on_both_paths(monkeypatch):
+    features = F.normalize(torch.randint(-2, 3, (120, 4), generator=torch.Generator().manual_seed(21)).float(), dim=1)
+    labels = torch.randint(0, 5, (120,), generator=torch.Generator().manual_seed(22))
+    compiled = retrieval_scores(features, features, labels, labels, exclude_self=True, ks=(1, 5), per_query=True)
+    monkeypatch.setattr(metrics_module, "_compiled_count_positions", lambda: None)
+    tensor_path = retrieval_scores(features, features, labels, labels, exclude_self=True, ks=(1, 5), per_query=True)
+    for key, values in compiled["per_query"].items():
+        assert torch.equal(values, tensor_path["per_query"][key]), key
 
 
 def test_binned_positions_handles_crowded_bins():
@@ -221,6 +275,8 @@ def test_binned_positions_handles_crowded_bins():
     sorted_rel = scores.gather(1, index).sort(1).values.contiguous()
     expected = torch.searchsorted(sorted_rel, scores, right=True)
     assert torch.equal(_binned_positions(sorted_rel, torch.tensor([51]), scores).long(), expected)
+    assert torch.equal(_position_histogram(sorted_rel, torch.tensor([51]), scores),
+                       torch.bincount(expected[0], minlength=52).unsqueeze(0))
 
 
 @pytest.mark.parametrize(
