@@ -1,4 +1,5 @@
-"""Book runner: execute the jupytext notebooks with papermill on a profile, skip unchanged ones, build with jupyter-book.
+"""Book runner: execute the jupytext notebooks with papermill on a profile, skip unchanged ones, build with
+jupyter-book.
 
 Usage::
 
@@ -88,7 +89,11 @@ def library_fingerprint() -> str:
     """Hash of the library's source and data files: a change here re-executes every notebook."""
     h = hashlib.sha256()
     for path in sorted(LIBRARY.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".json", ".csv", ".txt", ".yml"} and "__pycache__" not in path.parts:
+        if (
+            path.is_file()
+            and path.suffix in {".py", ".json", ".csv", ".txt", ".yml"}
+            and "__pycache__" not in path.parts
+        ):
             h.update(str(path.relative_to(LIBRARY)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -118,7 +123,9 @@ def _declared_parameters(notebook_text_path: Path) -> set[str]:
 def _banner_cell(profile: Profile, parameters: dict[str, Any]):
     import nbformat
 
-    shown = {k: v for k, v in parameters.items() if k in {"MODEL", "PRETRAINED", "DATASET", "MODELS", "DATASETS", "DEVICE"}}
+    shown = {
+        k: v for k, v in parameters.items() if k in {"MODEL", "PRETRAINED", "DATASET", "MODELS", "DATASETS", "DEVICE"}
+    }
     lines = [f"**Built with the `{profile.name}` profile.** {profile.banner.strip()}"]
     if shown:
         lines.append("Parameters: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + ".")
@@ -202,7 +209,8 @@ def execute_profile(
     force: bool = False,
     log=print,
 ) -> list[str]:
-    """Execute the profile's notebooks into ``build_dir/src/book/_executed``; returns the names executed (not skipped)."""
+    """Execute the profile's notebooks into ``build_dir/src/book/_executed``; returns the names executed (not
+    skipped)."""
     executed_dir = build_dir / "src" / "book" / "_executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     library_hash = library_fingerprint()
@@ -255,7 +263,9 @@ def assemble_sources(build_dir: Path) -> Path:
     for item in BOOK_SOURCES:
         origin, target = ROOT / item, src / item
         if origin.is_dir():
-            shutil.copytree(origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_executed", "_build", "__pycache__"))
+            shutil.copytree(
+                origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_executed", "_build", "__pycache__")
+            )
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, target)
@@ -264,7 +274,11 @@ def assemble_sources(build_dir: Path) -> Path:
 
 def check_sources(src: Path) -> None:
     """Every page in ``_toc.yml`` must exist (an unexecuted notebook means an incomplete book)."""
-    missing = [page for page in toc_pages(src / "_toc.yml") if not any((src / f"{page}{ext}").exists() for ext in (".md", ".ipynb"))]
+    missing = [
+        page
+        for page in toc_pages(src / "_toc.yml")
+        if not any((src / f"{page}{ext}").exists() for ext in (".md", ".ipynb"))
+    ]
     if missing:
         raise BookError(f"the book is incomplete, these pages are missing: {missing}")
 
