@@ -236,7 +236,8 @@ class ImageDataset(Dataset):
 
 
 class TextDataset(Dataset):
-    """Text dataset in a real on-disk format: ``.texts``, ``.labels`` (class/group id), ``.ids``; ``[i] -> (text, label)``.
+    """Text dataset in a real on-disk format: ``.texts``, ``.labels`` (class/group id), ``.ids``;
+    ``[i] -> (text, label)``.
 
     Subclasses implement ``_read() -> (texts, labels, ids, classnames | None)``.
     """

@@ -33,7 +33,8 @@ def _readable(name: str) -> str:
 
 # --------------------------------------------------------------------------------------------- CUB, SOP, revisited
 class CUB(ImageDataset):
-    """CUB-200-2011: ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``, ``classes.txt``, ``images/``."""
+    """CUB-200-2011: ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``, ``classes.txt``,
+    ``images/``."""
 
     def _read_index(self) -> tuple[list[str], list[int], list[str]]:
         paths = dict(_read_rows(self.root / "images.txt", 2))
@@ -112,7 +113,8 @@ class Revisited(ImageDataset):
 
 # ---------------------------------------------------------------------------------------- CoOp-style split files
 class SplitJson(ImageDataset):
-    """CoOp split file ``split_zhou_<Name>.json``: ``{"train"|"val"|"test": [[relative_path, label, classname], ...]}``."""
+    """CoOp split file ``split_zhou_<Name>.json``:
+    ``{"train"|"val"|"test": [[relative_path, label, classname], ...]}``."""
 
     def _read_index(self) -> tuple[list[str], list[int], list[str]]:
         split_file, image_dir = self.spec.options["file"], self.spec.options["image_dir"]
@@ -133,7 +135,8 @@ class SplitJson(ImageDataset):
 
 
 class FGVCAircraft(ImageDataset):
-    """FGVC-Aircraft 2013b ``data/``: ``variants.txt``, ``images_variant_<split>.txt`` (``<id> <variant>``), ``images/``."""
+    """FGVC-Aircraft 2013b ``data/``: ``variants.txt``, ``images_variant_<split>.txt`` (``<id> <variant>``),
+    ``images/``."""
 
     def _read_index(self) -> tuple[list[str], list[int], list[str]]:
         with open(self.root / "variants.txt", encoding="utf-8") as f:
@@ -241,7 +244,9 @@ SPLIT_JSON_SETS: tuple[tuple[str, str, str, str, str, str], ...] = (
      "https://www.crcv.ucf.edu/data/UCF101.php"),
 )
 
-_IMAGENET_NAMES = "classnames.txt               # optional: '<wnid> <class name>' per line (CoOp); built-in names otherwise\n"
+_IMAGENET_NAMES = (
+    "classnames.txt               # optional: '<wnid> <class name>' per line (CoOp); built-in names otherwise\n"
+)
 
 
 def _split_json_spec(name: str, title: str, folder: str, split_file: str, image_dir: str, source: str) -> DatasetSpec:
@@ -249,7 +254,8 @@ def _split_json_spec(name: str, title: str, folder: str, split_file: str, image_
               f"{image_dir + '/' if image_dir else ''}<relative_path>   # every image listed in the split file\n")
     return DatasetSpec(
         name, title, "image", folder, layout, f"{source} ; split file and layout: {COOP_DATASETS_MD}", loader=SplitJson,
-        required=(split_file,) + ((image_dir,) if image_dir else ()), options={"file": split_file, "image_dir": image_dir},
+        required=(split_file,) + ((image_dir,) if image_dir else ()),
+        options={"file": split_file, "image_dir": image_dir},
         **_CLASSIFICATION,
     )
 
@@ -311,7 +317,8 @@ IMAGE_SPECS: tuple[DatasetSpec, ...] = (
         f"images/train/<wnid>/<image>.JPEG\nimages/val/<wnid>/<image>.JPEG   # val sorted into class folders; "
         f"split 'test' is val\n{_IMAGENET_NAMES}",
         f"https://image-net.org/download.php ; layout: {COOP_DATASETS_MD}", loader=ImageFolders,
-        required=("images",), options={"image_dirs": {"train": "images/train", "val": "images/val", "test": "images/val"}},
+        required=("images",),
+        options={"image_dirs": {"train": "images/train", "val": "images/val", "test": "images/val"}},
         **_CLASSIFICATION,
     ),
     _imagenet_variant("imagenetv2", "ImageNetV2 (matched frequency)", "imagenetv2",

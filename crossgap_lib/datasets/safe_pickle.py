@@ -29,7 +29,9 @@ class UnsafePickleError(pickle.UnpicklingError):
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     """``_codecs.encode`` as protocols 0-2 use it to store bytes: only ``str -> latin-1`` is allowed."""
     if not isinstance(text, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
-        raise UnsafePickleError(f"_codecs.encode is allowed only as (str, 'latin1'), got ({type(text).__name__}, {encoding!r})")
+        raise UnsafePickleError(
+            f"_codecs.encode is allowed only as (str, 'latin1'), got ({type(text).__name__}, {encoding!r})"
+        )
     return text.encode("latin1")
 
 

@@ -36,7 +36,8 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def _caption_split(images: Iterable[tuple[int, list[tuple[Any, str]]]], part: str):
-    """Flatten ``[(image_id, [(caption_id, caption), ...])]``; part "query" keeps the first caption, "gallery" the rest."""
+    """Flatten ``[(image_id, [(caption_id, caption), ...])]``; part "query" keeps the first caption, "gallery" the
+    rest."""
     texts, labels, ids = [], [], []
     for image_id, captions in images:
         chosen = captions[:1] if part == "query" else captions[1:] if part == "gallery" else captions
@@ -64,7 +65,10 @@ class KarpathyCaptions(TextDataset):
         base, _, part = self.split.partition("_")
         wanted = {"train": ("train", "restval")}.get(base, (base,))
         chosen = [
-            (image["imgid"], [(s.get("sentid", f"{image['imgid']}_{k}"), s["raw"]) for k, s in enumerate(image["sentences"])])
+            (
+                image["imgid"],
+                [(s.get("sentid", f"{image['imgid']}_{k}"), s["raw"]) for k, s in enumerate(image["sentences"])],
+            )
             for image in images
             if image["split"] in wanted
         ]
@@ -75,7 +79,8 @@ class KarpathyCaptions(TextDataset):
 
 
 class NoCapsCaptions(TextDataset):
-    """NoCaps validation captions in COCO format: ``{"images": [...], "annotations": [{"image_id", "id", "caption"}]}``."""
+    """NoCaps validation captions in COCO format:
+    ``{"images": [...], "annotations": [{"image_id", "id", "caption"}]}``."""
 
     def _read(self):
         with open(self.root / self.spec.options["file"], encoding="utf-8") as f:
@@ -102,7 +107,9 @@ class Newsgroups(TextDataset):
             (folder,) = self._require(f"20news-bydate-{part}")
             found = sorted(e.name for e in os.scandir(folder) if e.is_dir())
             if found != groups:
-                raise not_found(self.spec, folder, f"expected the 20 group folders {groups[:2]}..., found {found[:3]}...")
+                raise not_found(
+                    self.spec, folder, f"expected the 20 group folders {groups[:2]}..., found {found[:3]}..."
+                )
             for label, group in enumerate(groups):
                 for name in sorted(os.listdir(folder / group), key=_natural_key):
                     texts.append((folder / group / name).read_text(encoding="latin-1"))
@@ -191,7 +198,10 @@ class NanoBEIR(TextDataset):
     def relevance(self, corpus: NanoBEIR) -> torch.Tensor:
         """Bool (n_queries, n_corpus): query i is relevant to document j (call on the ``queries`` split)."""
         if self.split != "queries" or corpus.split != "corpus":
-            raise ValueError(f"relevance() needs self.split='queries' and corpus.split='corpus', got {self.split!r}, {corpus.split!r}")
+            raise ValueError(
+                "relevance() needs self.split='queries' and corpus.split='corpus', "
+                f"got {self.split!r}, {corpus.split!r}"
+            )
         column = {doc_id: j for j, doc_id in enumerate(corpus.ids)}
         matrix = torch.zeros(len(self), len(corpus), dtype=torch.bool)
         for i, query_id in enumerate(self.ids):
@@ -235,7 +245,8 @@ TEXT_SPECS: tuple[DatasetSpec, ...] = (
         "20news-bydate-train/<group>/<message>   # 20 group folders, e.g. alt.atheism/\n"
         "20news-bydate-test/<group>/<message>    # (sklearn's scikit_learn_data/20news_home/ can be passed as root)\n",
         "http://qwone.com/~jason/20Newsgroups/20news-bydate.tar.gz", loader=Newsgroups,
-        splits=("test", "train", "all", "classes"), required=("20news-bydate-test",), protocol=("classes", "test", False),
+        splits=("test", "train", "all", "classes"), required=("20news-bydate-test",),
+        protocol=("classes", "test", False),
     ),
     DatasetSpec(
         "imdb", "IMDB Large Movie Review Dataset", "text", "aclImdb",
