@@ -344,7 +344,7 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crossgap_lib.book", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crossgap_lib.book", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="execute notebooks on a profile and build the HTML book")
     b.add_argument("--profile", default=os.environ.get("PROFILE", "embedded"))
