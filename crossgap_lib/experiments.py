@@ -47,8 +47,8 @@ class PaperModel:
 
     def ovi_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`crossgap_lib.inversion.ovi` for this model."""
-        return {"num_pseudo_tokens": self.ovi_R, "steps": self.ovi_steps, "lr": self.lr, "weight_decay": self.weight_decay,
-                    "batch_size": self.batch_size, "seed": self.seed}
+        return {"num_pseudo_tokens": self.ovi_R, "steps": self.ovi_steps, "lr": self.lr,
+                "weight_decay": self.weight_decay, "batch_size": self.batch_size, "seed": self.seed}
 
 
 def paper_models(labels: list[str] | None = None) -> list[PaperModel]:

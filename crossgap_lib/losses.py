@@ -167,7 +167,9 @@ class SoftTargetClipLoss(ClipLoss):
         _warn_if_not_normalised("text_features", text_features)
 
         logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale)
-        all_teacher_image, all_teacher_text = self.gather_teacher_features(teacher_image_features, teacher_text_features)
+        all_teacher_image, all_teacher_text = self.gather_teacher_features(
+            teacher_image_features, teacher_text_features
+        )
         local_rows = self.world_size > 1 and self.local_loss
         targets = soft_targets(
             all_teacher_image,

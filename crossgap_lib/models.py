@@ -10,7 +10,8 @@ Names (``list_models()`` prints them all):
 - the project configs in ``crossgap_lib/model_configs/``, registered with ``open_clip.add_model_config`` when this
   module is imported: ``"crossgap-tiny"`` (embed 64, ViT 64px/16, width 128, 4 layers; text context 16, width 128,
   4 layers), ``"crossgap-small"`` (the laboratory's model: embed 64, ViT 64px/16, width 64, 2 layers; text context 16,
-  width 64, 1 layer) and ``"crossgap-micro"`` (embed 32, ViT 32px/8, width 32, 1 layer; text context 16, width 32, 1 layer);
+  width 64, 1 layer) and ``"crossgap-micro"`` (embed 32, ViT 32px/8, width 32, 1 layer; text context 16, width 32,
+  1 layer);
 - SLIP (Mu et al. 2021) as open_clip ``CLIP`` models with a timm vision trunk: ``"slip-vit-b-16"`` and
   ``"slip-vit-l-16"`` (aliases ``"SLIP_VITB16"``, ``"SLIP_VITL16"``, and the SLIP repo's CLIP baselines
   ``"CLIP_VITB16"``, ``"CLIP_VITL16"``, which share the layout). Checkpoints in the public SLIP layout
@@ -334,11 +335,15 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 f"re-save its state dict: torch.save(obj['state_dict'], 'clean.pt')."
             ) from exc
         except Exception as exc:
-            raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {exc}); {expected}") from exc
+            raise ValueError(
+                f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {exc}); {expected}"
+            ) from exc
 
     meta: dict[str, Any] = {}
     if isinstance(obj, torch.jit.ScriptModule):  # OpenAI's original TorchScript archives
-        obj = {k: v for k, v in obj.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")}
+        obj = {
+            k: v for k, v in obj.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")
+        }
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
         obj = obj["state_dict"]
@@ -392,7 +397,11 @@ def _to_open_clip_state_dict(model: torch.nn.Module, state_dict: dict[str, torch
         target = getattr(model, key, None)
         if key in state_dict and target is not None and state_dict[key].ndim != target.ndim:
             state_dict[key] = state_dict[key].reshape(target.shape)
-    if "logit_bias" not in state_dict and getattr(model, "logit_bias", None) is not None and "logit_scale" in state_dict:
+    if (
+        "logit_bias" not in state_dict
+        and getattr(model, "logit_bias", None) is not None
+        and "logit_scale" in state_dict
+    ):
         state_dict["logit_bias"] = torch.zeros_like(state_dict["logit_scale"])
     resize_pos_embed(state_dict, model)
     resize_text_pos_embed(state_dict, model)

@@ -269,7 +269,8 @@ def reported_claims() -> list[Claim]:
     return [
         Claim("oti_image", "Inversion (OTI) improves intra-modal image-to-image retrieval", "Table 1",
               f"OTI - intra: {_range(clip_family['delta'])} mAP ({n} CLIP-family models, average over datasets)",
-              float(clip_family["delta"].mean()), "poster", "OTI - intra, image mAP (`clip`)", "table1_image_retrieval"),
+              float(clip_family["delta"].mean()), "poster", "OTI - intra, image mAP (`clip`)",
+              "table1_image_retrieval"),
         Claim("ovi_text", "Inversion (OVI) improves intra-modal text-to-text retrieval", "Table 2",
               f"OVI - intra: {_range(t2['delta'])} mAP ({len(t2)} models)", float(t2["delta"].mean()), "poster",
               "OVI - intra, text mAP (`clip`)", "table2_text_zero_shot"),
@@ -282,9 +283,10 @@ def reported_claims() -> list[Claim]:
               float(slip_rows["delta"].mean() - clip_family["delta"].mean()), "poster",
               "OTI gain of `intra` minus OTI gain of `clip`", "table1_image_retrieval"),
         Claim("gap", "Closing the modality gap (temperature 1) makes inversion useless", "Table 4",
-              f"OTI gain {gain_closed:+.1f} at T=1 vs {gain_open:+.1f} at T=0.01 (change {gain_closed - gain_open:+.1f})",
-              float(gain_closed - gain_open), "poster", "OTI gain of `clip T=1` minus that of the low-temperature model",
-              "table4_modality_gap"),
+              f"OTI gain {gain_closed:+.1f} at T=1 vs {gain_open:+.1f} at T=0.01 "
+              f"(change {gain_closed - gain_open:+.1f})",
+              float(gain_closed - gain_open), "poster",
+              "OTI gain of `clip T=1` minus that of the low-temperature model", "table4_modality_gap"),
         Claim("oti_peak", "OTI retrieval peaks early, then decays toward the intra-modal level", "Figure 2",
               f"R={best_r}: peak {peak:.1f} at step {int(float(f2.loc[best_r, 'peak_step']))}, {final:.1f} at "
               f"step 1000 (change {final - peak:+.1f})", final - peak, "poster-digitised",

