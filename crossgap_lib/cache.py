@@ -91,7 +91,10 @@ def safe_load(path: str | Path) -> Any | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "recompute"
-        warnings.warn(f"crossgap cache: {path} is corrupt or unreadable ({type(err).__name__}: {err}); recomputing it.")
+        warnings.warn(
+            f"crossgap cache: {path} is corrupt or unreadable ({type(err).__name__}: {err}); recomputing it.",
+            stacklevel=2,
+        )
         return None
 
 
@@ -151,7 +154,7 @@ class ChunkStore:
             not isinstance(v, torch.Tensor) or v.shape[0] != stop - start for v in data.values()
         ):
             if data is not None:
-                warnings.warn(f"crossgap cache: {path} has the wrong content; recomputing it.")
+                warnings.warn(f"crossgap cache: {path} has the wrong content; recomputing it.", stacklevel=2)
             return None
         return data
 

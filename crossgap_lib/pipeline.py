@@ -181,13 +181,22 @@ def _eval_mode(model: torch.nn.Module):
 # the chunk runner shared by features and inversions
 
 
+def _warn_caller(message: str) -> None:
+    """``warnings.warn`` attributed to the first frame outside this module: the caller of the public function
+    (``encode_images``, ``encode_texts``, ``invert_dataset``), however deep the helper that warns."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level if frame is not None else 2)
+
+
 def _dist() -> tuple[int, int]:
     """(rank, world_size) of the initialised ``torch.distributed`` group, or (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        warnings.warn("crossgap pipeline: WORLD_SIZE > 1 but no torch.distributed process group is initialised; every "
-                      "rank computes everything. Call torch.distributed.init_process_group() first to shard the work.")
+        _warn_caller("crossgap pipeline: WORLD_SIZE > 1 but no torch.distributed process group is initialised; every "
+                     "rank computes everything. Call torch.distributed.init_process_group() first to shard the work.")
     return 0, 1
 
 
@@ -237,7 +246,7 @@ def _prepare_folder(store: ChunkStore, meta: dict) -> None:
         if stored_chunk_size != store.chunk_size:
             stale = sorted(folder.glob("chunk_*.pt"))
             if stale:
-                warnings.warn(
+                _warn_caller(
                     f"crossgap cache: {folder} holds {len(stale)} chunks of size {stored_chunk_size}, now "
                     f"chunk_size={store.chunk_size}; discarding them."
                 )
