@@ -265,7 +265,7 @@ if available:
     for ax, (metric, label) in zip(axes, GAP.items()):
         wide = tidy[tidy["metric"] == metric].pivot(index="seed", columns="setting", values="value")
         wide = wide[[BASELINE_SETTING, SOFT_SETTING]]
-        for seed, values in wide.iterrows():
+        for _seed, values in wide.iterrows():
             ax.plot([0, 1], values.to_numpy(), marker="o", color="0.55", lw=1)
         ax.plot([0, 1], wide.mean().to_numpy(), marker="D", color="C0", lw=2.5, label="mean over seeds")
         ax.set_xticks([0, 1], labels=[BASELINE_SETTING, SOFT_SETTING])
@@ -287,7 +287,8 @@ if available:
         r = by.loc[QUANTITIES[key]]
         word = {"up": "raises", "down": "lowers", "none": "does not detectably change"}[
             report.direction(r["mean_diff"], r["seed_ci_low"], r["seed_ci_high"])]
-        return f"{word} {QUANTITIES[key]} ({report.ci_text(r['mean_diff'], r['seed_ci_low'], r['seed_ci_high'])} points)"
+        return (f"{word} {QUANTITIES[key]} "
+                f"({report.ci_text(r['mean_diff'], r['seed_ci_low'], r['seed_ci_high'])} points)")
 
     gap = gap_rows["gap_centroid"]
     gap_word = {"up": "widens", "down": "narrows", "none": "does not detectably change"}[

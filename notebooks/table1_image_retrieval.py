@@ -209,7 +209,8 @@ if SOURCE == "lab":
         lines.append("- " + report.verdict(
             "SLIP-like minus CLIP-like OTI gain (`intra` - `clip`)", contrast["mean_diff"], contrast["seed_ci_low"],
             contrast["seed_ci_high"], interval="95% CI over seeds")
-            + f" Paired bootstrap over queries: {report.ci_text(contrast['boot_diff'], contrast['boot_ci_low'], contrast['boot_ci_high'])}."
+            + " Paired bootstrap over queries: "
+            + f"{report.ci_text(contrast['boot_diff'], contrast['boot_ci_low'], contrast['boot_ci_high'])}."
             + " " + tables.agreement_sentence(reported_gap, contrast["seed_ci_low"], contrast["seed_ci_high"],
                                               "SLIP's gain minus the CLIP-family gain (poster averages)"))
     else:
