@@ -47,7 +47,8 @@ def test_notebook_key_follows_text_parameters_and_library(tmp_path):
 
 def _write_notebook(path: Path, body: str) -> Path:
     path.write_text(
-        "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n#     name: python3\n# ---\n\n"
+        "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n"
+        "#     name: python3\n# ---\n\n"
         "# %% [markdown]\n# # Title\n\n"
         "# %% tags=[\"parameters\"]\nVALUE = 1\n\n" + body
     )

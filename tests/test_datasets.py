@@ -470,7 +470,10 @@ def make_nanobeir(folder: Path, qrels_format: str = "jsonl") -> None:
     if qrels_format == "jsonl":
         jsonl(folder / "qrels.jsonl", [{"query-id": q, "corpus-id": d, "score": s} for q, d, s in rows])
     else:
-        write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows))
+        write(
+            folder / "qrels" / "test.tsv",
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows),
+        )
 
 
 @pytest.mark.parametrize("qrels_format", ["jsonl", "tsv"])

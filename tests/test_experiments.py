@@ -25,8 +25,8 @@ def test_paper_models_follow_the_settings_file():
     models = {m.label: m for m in experiments.paper_models()}
     assert models["CLIP L/14"].open_clip_name == "ViT-L-14" and models["CLIP L/14"].ovi_R == 4
     assert models["SLIP B/16"].open_clip_name == "slip-vit-b-16" and models["SLIP B/16"].pretrained == "slip_base_100ep"
-    assert models["CLIP B/32"].oti_kwargs() == {"template": "a photo of {}", "num_pseudo_tokens": 1, "steps": 150, "lr": 0.02,
-                                                     "weight_decay": 0.01, "batch_size": 64, "seed": 42}
+    assert models["CLIP B/32"].oti_kwargs() == {"template": "a photo of {}", "num_pseudo_tokens": 1, "steps": 150,
+                                                "lr": 0.02, "weight_decay": 0.01, "batch_size": 64, "seed": 42}
     with pytest.raises(ValueError, match="unknown paper model"):
         experiments.paper_models(["CLIP B/99"])
 

@@ -231,7 +231,8 @@ def _distributed_worker(rank, world_size, port, out_dir):
         rows = slice(rank * 4, rank * 4 + 4)
         results = {}
         for local_loss, gather_with_grad in _MODES:
-            kw = {"local_loss": local_loss, "gather_with_grad": gather_with_grad, "rank": rank, "world_size": world_size}
+            kw = {"local_loss": local_loss, "gather_with_grad": gather_with_grad, "rank": rank,
+                  "world_size": world_size}
             for name, loss_fn, extra in (
                 ("soft", SoftTargetClipLoss(target_temperature=0.2, hard_weight=0.1, **kw), (t_img[rows], t_txt[rows])),
                 ("intra", IntraModalClipLoss(simclr_temperature=0.3, **kw), None),

@@ -125,7 +125,9 @@ def test_image_teacher_custom_module_identity_and_errors():
     assert emb.shape == (5, 4) and teacher.dim == 4
     assert teacher.identity == ImageTeacher(_tiny_image_model(0), mean=(0.5,) * 3, std=(0.25,) * 3).identity
     assert teacher.identity != ImageTeacher(_tiny_image_model(1), mean=(0.5,) * 3, std=(0.25,) * 3).identity
-    assert teacher.identity != ImageTeacher(_tiny_image_model(0), image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3).identity
+    assert teacher.identity != ImageTeacher(
+        _tiny_image_model(0), image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3
+    ).identity
     with pytest.raises(ValueError, match=r"images must be a \(N, 3, H, W\) tensor, got \(5, 20, 20\)"):
         teacher.encode(torch.rand(5, 20, 20))
     with pytest.raises(ValueError, match="must return pooled"):
