@@ -32,7 +32,7 @@ browser:
 	  echo "chromium not installed: the browser check of the book will be skipped"; }
 
 lint: $(STAMP)
-	$(PY) -m ruff check crossgap_lib tests benchmarks
+	$(PY) -m ruff check .
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
