@@ -10,9 +10,10 @@ faster run is kept) and extrapolated linearly to all queries:
     similarity row (the similarity matmul is timed too);
   * ``4-metric loop``: what the library returns in one call, per query: torchmetrics AP, R-precision and hit-rate@1
     plus AP@R from a top-R sort (this loop is our own code, written for the comparison).
-The library runs on all queries (on CPU through its numba-compiled loop; on CUDA through tensor operations). Printed: both times, the ratios, the largest per-query differences against
-torchmetrics, the peak memory of the chunks, and a clearly labelled estimate for the paper's largest case
-(ImageNet: 50,000 queries x 1,281,167 gallery items) on one GPU.
+The library runs on all queries (on CPU through its numba-compiled loop; on CUDA through tensor operations).
+Printed: both times, the ratios, the largest per-query differences against torchmetrics, the peak memory of the
+chunks, and a clearly labelled estimate for the paper's largest case (ImageNet: 50,000 queries x 1,281,167 gallery
+items) on one GPU.
 
     python benchmarks/bench_metrics.py [--quick] [--threads 1] [--device cpu|cuda]
 """

@@ -423,7 +423,9 @@ def retrieval_scores_from_relevance(
     scores = _as_features("scores", scores)
     relevance = torch.as_tensor(relevance, device=scores.device)
     if relevance.shape != scores.shape:
-        raise ValueError(f"relevance has shape {tuple(relevance.shape)}, expected the shape of scores {tuple(scores.shape)}")
+        raise ValueError(
+            f"relevance has shape {tuple(relevance.shape)}, expected the shape of scores {tuple(scores.shape)}"
+        )
     if relevance.dtype != torch.bool:
         raise ValueError(f"relevance must be a bool tensor, got dtype {relevance.dtype}")
     if exclude is not None:
