@@ -129,6 +129,11 @@ def test_smoke_book_has_every_toc_page(smoke_book):
     _, html = smoke_book
     for page in book.toc_pages(ROOT / "_toc.yml"):
         assert (html / f"{page}.html").exists(), page
+    # the root page redirects to the first page and names the favicon (no stray request for /favicon.ico)
+    root = (html / "index.html").read_text()
+    first = book.toc_pages(ROOT / "_toc.yml")[0]
+    assert f'url={first}.html"' in root and '<link rel="icon" href="_static/logo.svg">' in root
+    assert (html / "_static" / "logo.svg").exists()
 
 
 @pytest.mark.book
