@@ -499,7 +499,7 @@ def train_clip(
                     clip.logit_scale.clamp_(0, math.log(100))
             losses.append(float(loss.detach()))
             logit_scales.append(float(clip.logit_scale.detach().exp()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{logit_scales[-1]:.1f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{logit_scales[-1]:.1f}", refresh=False)  # per mininterval
             done = step + 1
             if done % config.checkpoint_every == 0 and done < config.total_steps:
                 save_state(done, time.perf_counter() - start_time)
