@@ -14,10 +14,8 @@ lab resumes; the finished result is saved whole and a second call with the same 
 from __future__ import annotations
 
 import copy
-import math
 import re
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -380,18 +378,10 @@ def oti_steps_curve(clip, config: LabConfig, setting: dict, progress: bool = Fal
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def _seed_ci(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return float(sum(values) / len(values)), math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return stats.mean_ci(torch.tensor(values, dtype=torch.float64))
-
-
 def _summary(tidy: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (setting, metric), group in tidy.groupby(["setting", "metric"], sort=False):
-        mean, low, high = _seed_ci(group["value"].tolist())
+        mean, low, high = stats.seed_ci(group["value"].tolist())
         rows.append({"setting": setting, "metric": metric, "mean": mean, "ci_low": low, "ci_high": high,
                      "n_seeds": len(group), "is_fraction": FRACTION_METRICS.get(metric, False)})
     return pd.DataFrame(rows)
@@ -400,7 +390,7 @@ def _summary(tidy: pd.DataFrame) -> pd.DataFrame:
 def _contrast_row(name: str, kind: str, setting: str, metric: str, a: list, b: list, n_boot: int) -> dict:
     """a, b: per-seed lists of paired per-query tensors."""
     per_seed = [float(torch.nanmean(x.double() - y.double())) for x, y in zip(a, b)]
-    mean, low, high = _seed_ci(per_seed)
+    mean, low, high = stats.seed_ci(per_seed)
     boot_diff, boot_low, boot_high = stats.paired_bootstrap_ci(torch.cat(a).double(), torch.cat(b).double(),
                                                                n_boot=n_boot, seed=0)
     return {"contrast": name, "kind": kind, "setting": setting, "metric": metric, "mean_diff": mean,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from scipy import stats as scipy_stats
 
-__all__ = ["format_ci", "mean_ci", "paired_bootstrap_ci"]
+__all__ = ["format_ci", "mean_ci", "paired_bootstrap_ci", "seed_ci"]
 
 
 def _as_values(name: str, values: Any) -> torch.Tensor:
@@ -41,6 +41,16 @@ def mean_ci(values: Any, confidence: float = 0.95) -> tuple[float, float, float]
     sem = float(values.std(correction=1)) / math.sqrt(n)
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sem
     return mean, mean - half, mean + half
+
+
+def seed_ci(values: list[float]) -> tuple[float, float, float]:
+    """:func:`mean_ci` of one number per seed, silently: with fewer than two seeds the bounds are NaN (tables show the
+    mean alone)."""
+    if len(values) < 2:
+        return float(sum(values) / len(values)), math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mean_ci(values)
 
 
 def paired_bootstrap_ci(

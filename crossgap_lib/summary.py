@@ -14,7 +14,6 @@ Effects are in mAP / accuracy *points* (x100); lab values are fractions and are 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +55,6 @@ SLIP_PREFIX = "SLIP"
 
 
 # ------------------------------------------------------------------------------------------------ lab contrasts
-def _seed_ci(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return float(sum(values) / len(values)), math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return stats.mean_ci(torch.tensor(values, dtype=torch.float64))
-
-
 def _settings(lab) -> list[str]:
     return [s["name"] for s in lab.config["settings"]]
 
@@ -101,7 +92,7 @@ def contrast(lab, setting_a: str, key_a: str, setting_b: str | None = None, key_
     a = [ua[key_a].double() for ua, _ in units]
     b = [ub[key_b].double() for _, ub in units]
     per_seed = [float(torch.nanmean(x - y)) for x, y in zip(a, b)]
-    mean, low, high = _seed_ci(per_seed)
+    mean, low, high = stats.seed_ci(per_seed)
     boot, boot_low, boot_high = stats.paired_bootstrap_ci(torch.cat(a), torch.cat(b), n_boot=lab.config["n_boot"],
                                                           seed=0)
     name = (f"{setting_a} - {setting_b}" if kind == "between" and key_a == key_b else
@@ -126,7 +117,7 @@ def seed_difference(lab, metric: str, setting_a: str, setting_b: str) -> dict:
         values[setting] = dict(zip(rows["seed"], rows["value"]))
     seeds = [s for s in values[setting_a] if s in values[setting_b]]
     per_seed = [values[setting_a][s] - values[setting_b][s] for s in seeds]
-    mean, low, high = _seed_ci(per_seed)
+    mean, low, high = stats.seed_ci(per_seed)
     return {"mean": mean, "low": low, "high": high, "per_seed": per_seed, "n_seeds": len(seeds),
             "a": sum(values[setting_a][s] for s in seeds) / len(seeds),
             "b": sum(values[setting_b][s] for s in seeds) / len(seeds)}
@@ -422,7 +413,7 @@ def real_model_effects(image_cells: dict | None = None, text_cells: dict | None 
         for (model, _dataset), cell in cells.items():
             by_model.setdefault(model, []).append(100 * (cell.values[a] - cell.values[b]))
         for model, deltas in by_model.items():
-            mean, low, high = _seed_ci(deltas)
+            mean, low, high = stats.seed_ci(deltas)
             ref = float(reported_delta[model]) if model in reported_delta.index else math.nan
             rows.append({"claim": key, "model": model, "datasets": len(deltas), "reproduced": mean, "ci_low": low,
                          "ci_high": high, "reported": ref, "difference": mean - ref,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from crossgap_lib.stats import format_ci, mean_ci, paired_bootstrap_ci
+from crossgap_lib.stats import format_ci, mean_ci, paired_bootstrap_ci, seed_ci
 
 
 def test_mean_ci_known_case():
@@ -24,6 +25,14 @@ def test_mean_ci_known_case():
 def test_mean_ci_single_value_warns():
     with pytest.warns(UserWarning, match="single value"):
         mean, low, high = mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(low) and math.isnan(high)
+
+
+def test_seed_ci_is_mean_ci_without_warnings():
+    assert seed_ci([1.0, 2.0, 3.0, 4.0, 5.0]) == mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one seed: NaN bounds, no warning
+        mean, low, high = seed_ci([0.7])
     assert mean == 0.7 and math.isnan(low) and math.isnan(high)
 
 
