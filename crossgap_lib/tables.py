@@ -119,6 +119,17 @@ def agreement_sentence(reported_delta: float, low: float, high: float, what: str
     return f"The paper reports {reported_delta:+.1f} points for {what}: {tail}"
 
 
+def setting_sentence(setting: dict, row: pd.Series, label: str, task: str = "image") -> str:
+    """A lab setting's within-model contrast (a row of :func:`contrast_rows`) as a verdict over seeds, followed by
+    :func:`agreement_sentence` for the paper's analogue of the setting when it has one."""
+    low, high = row["seed_ci_low"], row["seed_ci_high"]
+    sentence = report.verdict(label, row["mean_diff"], low, high, interval="95% CI over seeds")
+    analogue = paper_analogue(setting, task)
+    if analogue is not None:
+        sentence += " " + agreement_sentence(analogue["delta"], low, high, f"its analogue ({analogue['analogue']})")
+    return sentence
+
+
 def reported_with_delta(name: str, baseline: str, inversion: str) -> pd.DataFrame:
     """A reported table with its difference column recomputed (inversion - baseline) and provenance spelled out."""
     table = reported(name).copy()

@@ -193,14 +193,7 @@ if SOURCE == "lab":
         name = setting["name"]
         if name not in gains.index:
             continue
-        row = gains.loc[name]
-        sentence = report.verdict(f"`{name}`: OTI - intra mAP", row["mean_diff"], row["seed_ci_low"],
-                                  row["seed_ci_high"], interval="95% CI over seeds")
-        analogue = tables.paper_analogue(setting, "image")
-        if analogue is not None:
-            sentence += " " + tables.agreement_sentence(analogue["delta"], row["seed_ci_low"], row["seed_ci_high"],
-                                                        f"its analogue ({analogue['analogue']})")
-        lines.append("- " + sentence)
+        lines.append("- " + tables.setting_sentence(setting, gains.loc[name], f"`{name}`: OTI - intra mAP"))
     clip_like = tables.paper_analogue({"name": "clip", "loss": "clip"}, "image")
     slip_like = tables.paper_analogue({"name": "intra", "loss": "intra"}, "image")
     reported_gap = slip_like["delta"] - clip_like["delta"]

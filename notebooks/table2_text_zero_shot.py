@@ -242,14 +242,8 @@ if SOURCE == "lab":
     lines = []
     for setting in settings:
         name = setting["name"]
-        row = text_gains.loc[name]
-        sentence = report.verdict(f"`{name}`, text retrieval, OVI - intra mAP", row["mean_diff"], row["seed_ci_low"],
-                                  row["seed_ci_high"], interval="95% CI over seeds")
-        analogue = tables.paper_analogue(setting, "text")
-        if analogue is not None:
-            sentence += " " + tables.agreement_sentence(analogue["delta"], row["seed_ci_low"], row["seed_ci_high"],
-                                                        f"its analogue ({analogue['analogue']})")
-        lines.append("- " + sentence)
+        label = f"`{name}`, text retrieval, OVI - intra mAP"
+        lines.append("- " + tables.setting_sentence(setting, text_gains.loc[name], label, task="text"))
     for name, row in zs.iterrows():
         sentence = report.verdict(f"`{name}`, zero-shot, OTI - inter top-1", row["diff"], row["ci_low"],
                                   row["ci_high"], interval="95% bootstrap CI over the first seed's test images")

@@ -238,13 +238,7 @@ if SOURCE == "lab":
     gains = tables.contrast_rows(lab.contrasts, "OTI - intra (image)")
     for setting in clip_settings:
         row = gains.loc[setting["name"]]
-        sentence = report.verdict(f"`{setting['name']}`: OTI - intra mAP", row["mean_diff"], row["seed_ci_low"],
-                                  row["seed_ci_high"], interval="95% CI over seeds")
-        analogue = tables.paper_analogue(setting, "image")
-        if analogue is not None:
-            sentence += " " + tables.agreement_sentence(analogue["delta"], row["seed_ci_low"], row["seed_ci_high"],
-                                                        f"its analogue ({analogue['analogue']})")
-        lines.append("- " + sentence)
+        lines.append("- " + tables.setting_sentence(setting, row, f"`{setting['name']}`: OTI - intra mAP"))
     if between is not None:
         gain_row = tables.between_row(lab.contrasts, high, low, "oti_gain")
         reported_change = float(deltas.loc[1.0, "Average"] - deltas.loc[0.01, "Average"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_datasets import make_cub
 
-from crossgap_lib import experiments, metrics, tables
+from crossgap_lib import experiments, metrics, report, tables
 
 
 def test_paper_analogue_maps_settings_to_reported_rows():
@@ -229,3 +229,19 @@ def test_paper_cells_on_a_miniature_cub(tmp_path):
     assert cells["value"].between(0, 1).all()
     with pytest.raises(ValueError, match="task"):
         tables.paper_cells("captioning", [model], ["cub"], load=load)
+
+
+def test_setting_sentence_adds_the_analogue_when_there_is_one():
+    row = tables.contrast_rows(_contrasts(), "OTI - intra (image)").loc["clip"]
+    clip = {"name": "clip", "loss": "clip"}
+    analogue = tables.paper_analogue(clip, "image")
+    assert analogue is not None
+    sentence = tables.setting_sentence(clip, row, "`clip`: OTI - intra mAP")
+    verdict = report.verdict("`clip`: OTI - intra mAP", row["mean_diff"], row["seed_ci_low"], row["seed_ci_high"],
+                             interval="95% CI over seeds")
+    assert sentence == verdict + " " + tables.agreement_sentence(
+        analogue["delta"], row["seed_ci_low"], row["seed_ci_high"], f"its analogue ({analogue['analogue']})")
+    soft = {"name": "soft", "loss": "soft"}  # the paper has no soft-target model: no analogue sentence
+    assert tables.paper_analogue(soft, "image") is None
+    assert tables.setting_sentence(soft, row, "x") == report.verdict(
+        "x", row["mean_diff"], row["seed_ci_low"], row["seed_ci_high"], interval="95% CI over seeds")
