@@ -336,6 +336,15 @@ def paper_cells(task: str, models: list, datasets: Iterable[str], root: str | Pa
     return pd.DataFrame(rows)
 
 
+def per_dataset_difference(cells: pd.DataFrame, inversion: str, baseline: str, label: str,
+                           scale: float = 100.0) -> pd.DataFrame:
+    """Paper cells as one row per (model, dataset) and one column per method (x ``scale``), plus the column ``label``
+    = ``inversion`` - ``baseline`` (e.g. ``"OTI - intra"``)."""
+    table = cells.pivot_table(index=["model", "dataset"], columns="method", values="value", sort=False) * scale
+    table[label] = table[inversion] - table[baseline]
+    return table
+
+
 def paper_average_vs_reported(cells: pd.DataFrame, name: str, methods: dict[str, str], scale: float = 100.0,
                               expected_datasets: int | None = None) -> pd.DataFrame:
     """Average over datasets per model and method (x ``scale``) beside the reported averages of table ``name``.

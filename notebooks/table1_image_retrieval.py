@@ -97,8 +97,7 @@ elif SOURCE == "paper":
     models = experiments.paper_models(MODELS)
     cells = tables.paper_cells("image_retrieval", models, DATASETS, root=DATA_ROOT, device=DEVICE,
                                 progress=False)
-    measured = (cells.pivot_table(index=["model", "dataset"], columns="method", values="value", sort=False) * 100)
-    measured["OTI - intra"] = measured["oti"] - measured["intra"]
+    measured = tables.per_dataset_difference(cells, "oti", "intra", "OTI - intra")
     display(measured.round(1))
     display(Markdown("mAP x100 per model and dataset (revisited Oxford and Paris: the Medium protocol; `text_span` "
                      "is the critique's projection onto the span of class-name text features, shown for reference)."))

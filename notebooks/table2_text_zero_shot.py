@@ -103,8 +103,7 @@ elif SOURCE == "paper":
     models = experiments.paper_models(MODELS)
     text_cells = tables.paper_cells("text_retrieval", models, TEXT_DATASETS, root=DATA_ROOT, device=DEVICE,
                                     progress=False)
-    per_dataset = text_cells.pivot_table(index=["model", "dataset"], columns="method", values="value", sort=False) * 100
-    per_dataset["OVI - intra"] = per_dataset["ovi"] - per_dataset["intra"]
+    per_dataset = tables.per_dataset_difference(text_cells, "ovi", "intra", "OVI - intra")
     display(per_dataset.round(1))
     text_table = tables.paper_average_vs_reported(
         text_cells, "table2_text", {"intra": "intra_text_to_text_mAP", "ovi": "ovi_to_text_mAP"}, expected_datasets=3)
@@ -143,8 +142,7 @@ if SOURCE == "lab":
 elif SOURCE == "paper":
     zs_cells = tables.paper_cells("zero_shot", models, ZERO_SHOT_DATASETS, root=DATA_ROOT, device=DEVICE,
                                   progress=False)
-    per_dataset = zs_cells.pivot_table(index=["model", "dataset"], columns="method", values="value", sort=False) * 100
-    per_dataset["OTI - inter"] = per_dataset["oti_intra"] - per_dataset["inter"]
+    per_dataset = tables.per_dataset_difference(zs_cells, "oti_intra", "inter", "OTI - inter")
     display(per_dataset.round(1))
     zs_table = tables.paper_average_vs_reported(
         zs_cells, "table2_zero_shot", {"inter": "inter_zero_shot_top1", "oti_intra": "oti_intra_top1"},

@@ -245,3 +245,12 @@ def test_setting_sentence_adds_the_analogue_when_there_is_one():
     assert tables.paper_analogue(soft, "image") is None
     assert tables.setting_sentence(soft, row, "x") == report.verdict(
         "x", row["mean_diff"], row["seed_ci_low"], row["seed_ci_high"], interval="95% CI over seeds")
+
+
+def test_per_dataset_difference():
+    cells = pd.DataFrame({"model": ["A", "A", "A", "A"], "dataset": ["cub", "cub", "sop", "sop"],
+                          "method": ["oti", "intra", "oti", "intra"], "value": [0.5, 0.4, 0.25, 0.3]})
+    table = tables.per_dataset_difference(cells, "oti", "intra", "OTI - intra")
+    assert list(table.index) == [("A", "cub"), ("A", "sop")]
+    assert table["OTI - intra"].round(6).tolist() == [10.0, -5.0]
+    assert table.loc[("A", "cub"), "oti"] == pytest.approx(50.0)
