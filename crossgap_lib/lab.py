@@ -24,6 +24,7 @@ import torch
 
 from crossgap_lib import gap, metrics, pipeline, stats
 from crossgap_lib.cache import atomic_save, cache_key, default_cache_root, safe_load
+from crossgap_lib.progress import report_progress, time_left
 from crossgap_lib.train import TrainConfig, train_clip
 
 LAB_CODE_VERSION = 1  # bump when a change alters what a config computes (invalidates cached labs)
@@ -442,7 +443,7 @@ def run_lab(config: LabConfig, progress: bool = True) -> LabResults:
         timings = {"train": 0.0, "evaluate": 0.0, "oti_curve": 0.0}
         tidy_rows, per_query, features, training = [], {}, {}, {}
         units = [(setting, seed) for setting in config.settings for seed in config.seeds]
-        for setting, seed in tqdm(units, desc="lab", disable=not progress, unit="model"):
+        for i, (setting, seed) in enumerate(tqdm(units, desc="lab", disable=not progress, unit="model"), 1):
             name = setting["name"]
             unit_path = folder / "units" / f"{_slug(name)}-seed{seed}.pt"
             unit = safe_load(unit_path) if unit_path.exists() else None
@@ -472,6 +473,7 @@ def run_lab(config: LabConfig, progress: bool = True) -> LabResults:
             training.setdefault(name, {})[seed] = unit["training"]
             if seed == config.seeds[0]:
                 features[name] = unit["features"]
+            report_progress(f"lab: model {i}/{len(units)} {name} seed {seed}, {time_left(started, i, len(units))}")
 
         curve = {}
         if config.oti_curve is not None:
