@@ -1,7 +1,8 @@
 """Retrieval and classification metrics: mAP, mAP@R, P@R, R@k, the revisited Oxford/Paris protocol, zero-shot accuracy.
 
-Every metric is a fraction in [0, 1]. Features are compared by dot product, so pass L2-normalised features to rank by
-cosine similarity.
+Every metric is a fraction in [0, 1]. :func:`retrieval_scores` ranks by cosine similarity by default (it L2-normalises
+query and gallery features; ``normalize=False`` ranks by the raw dot product); the functions that take a score matrix
+use the scores as given. Scores must be finite: an overflowing dot product is an error, never a silent wrong rank.
 
 How ranks are found without sorting the gallery. For one query with R relevant gallery items, only the R relevant
 scores are sorted; every gallery score is then located among them (how many relevant scores it reaches) and a
@@ -19,12 +20,14 @@ the precision at a relevant item is (#relevant with score >= s) / (#items with s
 ``sklearn.metrics.average_precision_score``; R@k, P@R and AP@R use the same ranks. Without ties every rule agrees.
 
 Queries without any relevant gallery item (after excluding the query itself) have undefined AP: they are skipped,
-counted in ``n_skipped``, and hold NaN in the ``per_query`` tensors.
+counted in ``n_skipped``, and hold NaN in the ``per_query`` tensors; if every query is skipped there is nothing to
+average and a ``ValueError`` says so. :func:`revisited_map` follows the same rule per protocol (easy, medium, hard).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,7 +68,17 @@ def _as_features(name: str, features: Any) -> torch.Tensor:
 
 
 def _as_labels(name: str, labels: Any, n: int, device: torch.device) -> torch.Tensor:
-    labels = torch.as_tensor(labels, device=device)
+    if isinstance(labels, (str, bytes)) or (
+        isinstance(labels, (list, tuple)) and any(isinstance(v, (str, bytes)) for v in labels)
+    ) or (isinstance(labels, np.ndarray) and labels.dtype.kind in "US"):
+        raise ValueError(
+            f"{name} must hold integer labels, got strings; map them to ints first, e.g. "
+            "np.unique(labels, return_inverse=True)[1]"
+        )
+    try:
+        labels = torch.as_tensor(labels, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a 1-D sequence of integer labels of length {n} ({err})") from err
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{name} must be a 1-D tensor of length {n}, got shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
@@ -74,10 +87,35 @@ def _as_labels(name: str, labels: Any, n: int, device: torch.device) -> torch.Te
 
 
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    if isinstance(ks, (int, str, bytes)) or not isinstance(ks, Iterable):
+        raise ValueError(f"ks must be a non-empty sequence of positive ints, got {ks!r}; e.g. ks=({ks!r},) or (1, 5)")
     ks = tuple(ks)
     if not ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of positive ints, got {ks!r}")
     return ks
+
+
+def _unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """Rows (n, D) scaled to unit L2 norm, overflow-safe; returned as is when every row already has norm 1 (+-1e-4).
+
+    Rows are first divided by their largest absolute entry, so features of norm 1e20 (whose squared norm overflows
+    float32) normalise correctly. An all-zero row stays zero (it scores 0 against everything).
+    """
+    norms = torch.linalg.vector_norm(features, dim=1)
+    if bool(((norms - 1).abs() <= 1e-4).all()):  # already normalised: keep the exact values (cosine == dot product)
+        return features
+    peak = features.abs().amax(dim=1, keepdim=True)
+    scaled = features / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return scaled / torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min(torch.finfo(features.dtype).tiny)
+
+
+def _check_scores(scores: torch.Tensor, what: str) -> None:
+    """Raise if a chunk of computed scores holds inf/NaN (ranks of such scores are meaningless)."""
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(
+            f"{what} overflowed to inf/NaN in {scores.dtype}; the features are too large (norm ~1e19 or more, e.g. "
+            "a diverged model). Use normalize=True (cosine similarity) or L2-normalise the features first"
+        )
 
 
 def auto_chunk_size(n_gallery: int, chunk_size: int | None) -> int:
@@ -187,7 +225,10 @@ def _count_positions(scores, sorted_rel, n_rel, bins_per_relevant):  # numpy in,
                 smallest[b] = rel[first[b]]
         for j in range(n):
             s = scores[row, j]
-            b = int(min(max((s - lowest) * scale, -1.0), n_bins + 1.0) + 1.0)  # the same monotone map
+            x = (s - lowest) * scale
+            if not x == x:  # NaN (callers check scores are finite; never index out of bounds regardless)
+                x = -1.0
+            b = int(min(max(x, -1.0), n_bins + 1.0) + 1.0)  # the same monotone map
             lo, hi = first[b], first[b + 1]
             if hi - lo <= 1:
                 lo += s >= smallest[b]
@@ -339,8 +380,9 @@ def retrieval_scores(
     chunk_size: int | None = None,
     per_query: bool = False,
     progress: bool = False,
+    normalize: bool = True,
 ) -> dict[str, Any]:
-    """Label-based retrieval metrics of queries (Q, D) against a gallery (N, D), ranked by dot product.
+    """Label-based retrieval metrics of queries (Q, D) against a gallery (N, D), ranked by cosine similarity.
 
     A gallery item is relevant to a query when their labels are equal. Returns a dict of fractions in [0, 1]:
     ``mAP``, ``mAP@R`` and ``P@R`` (R-precision; both as in Musgrave et al. 2020, R = number of relevant gallery
@@ -350,8 +392,13 @@ def retrieval_scores(
     queries) and ``n_relevant``, for paired statistics. ``exclude_self=True`` is for query set == gallery set
     (Q == N): query i is gallery item i and is removed from its own ranking and from its R. Ties follow
     scikit-learn's threshold grouping (module docstring). ``chunk_size`` queries are scored at once (None: as many
-    as fit in 2**20 scores).
+    as fit in 2**20 scores). ``normalize=True`` (default) L2-normalises query and gallery features, so raw
+    ``encode_image`` outputs rank by cosine; features that already have unit norm are used unchanged.
+    ``normalize=False`` ranks by the raw dot product (the gallery norms then weigh in). Scores that overflow raise a
+    ``ValueError``.
     """
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize must be True (cosine similarity) or False (dot product), got {normalize!r}")
     query_features = _as_features("query_features", query_features)
     gallery_features = _as_features("gallery_features", gallery_features).to(query_features.device)
     n_queries, dim = query_features.shape
@@ -361,6 +408,8 @@ def retrieval_scores(
             f"gallery_features has dim {gallery_features.shape[1]} but query_features has dim {dim}; expected equal"
         )
     gallery_features = gallery_features.to(query_features.dtype)
+    if normalize:
+        query_features, gallery_features = _unit_rows(query_features), _unit_rows(gallery_features)
     device = query_features.device
     query_labels = _as_labels("query_labels", query_labels, n_queries, device)
     gallery_labels = _as_labels("gallery_labels", gallery_labels, n_gallery, device)
@@ -390,6 +439,7 @@ def retrieval_scores(
     for start in tqdm(chunk_starts, desc="retrieval metrics", disable=not progress):
         stop = min(start + chunk_size, n_queries)
         scores = query_features[start:stop] @ gallery_t  # (c, N)
+        _check_scores(scores, f"query_features[{start}:{stop}] @ gallery_features.T")
         c_counts = query_counts[start:stop]
         r_max = int(c_counts.max()) if stop > start else 0
         offsets = torch.arange(r_max, device=device)
@@ -479,9 +529,13 @@ def revisited_map(scores: torch.Tensor, gnd: Sequence[dict], ks: Sequence[int] =
     and ignores junk + easy. Ignored images are removed from the ranking. AP is the trapezoidal area under the
     precision-recall steps (revisitop's ``compute_ap``: for the j-th positive, j = 0.., at 0-based rank r, add
     ((j / r if r else 1) + (j + 1) / (r + 1)) / (2 * n_positives)). mP@k follows revisitop: with 1-based positive
-    ranks p, k' = min(max(p), k) and P@k = #(p <= k') / k'. Queries without positives are skipped
-    (``n_skipped_<protocol>``). A non-positive tied with a positive ranks before it. Returns fractions in [0, 1]:
-    keys ``easy``, ``medium``, ``hard``, ``mP@k_<protocol>``, ``n_skipped_<protocol>``.
+    ranks p, k' = min(max(p), k) and P@k = #(p <= k') / k'. A non-positive tied with a positive ranks before it.
+    Returns fractions in [0, 1]: keys ``easy``, ``medium``, ``hard``, ``mP@k_<protocol>``, ``n_skipped_<protocol>``.
+
+    Skipping, as in :func:`retrieval_scores`: a query without positives in a protocol has undefined AP; it is left
+    out of that protocol's means and counted in ``n_skipped_<protocol>``. A protocol where every query is skipped
+    has no value: its entries are NaN and a ``UserWarning`` names it; if that holds for all three protocols a
+    ``ValueError`` is raised (nothing was measured).
     """
     scores = _as_features("scores", scores)
     n_queries, n_gallery = scores.shape
@@ -522,6 +576,18 @@ def revisited_map(scores: torch.Tensor, gnd: Sequence[dict], ks: Sequence[int] =
                 cutoff = min(float(one_based.max()), float(k))
                 row_precisions.append(float((one_based <= cutoff).sum()) / cutoff)
             precisions[name].append(row_precisions)
+    empty = [name for name in protocols if not aps[name]]
+    if len(empty) == len(protocols):
+        raise ValueError(
+            f"no query has a positive gallery item in any protocol (all {n_queries} skipped); check gnd: every "
+            "query needs a non-empty 'easy' or 'hard' list"
+        )
+    if empty:
+        warnings.warn(
+            f"revisited_map: no query has positives under the {', '.join(empty)} protocol(s) (all {n_queries} "
+            "skipped); their mAP and mP@k are NaN",
+            stacklevel=3,
+        )
     result: dict[str, Any] = {}
     for name in protocols:
         n_kept = len(aps[name])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -115,7 +118,7 @@ def test_heavy_ties_match_sklearn_through_features():
     query = torch.tensor([[1.0], [-1.0], [0.5]])
     gallery_labels = torch.randint(0, 3, (120,), generator=g)
     query_labels = torch.tensor([0, 1, 2])
-    result = retrieval_scores(query, gallery, query_labels, gallery_labels, per_query=True)
+    result = retrieval_scores(query, gallery, query_labels, gallery_labels, per_query=True, normalize=False)
     scores = (query @ gallery.T).numpy()
     expected = [average_precision_score((gallery_labels == query_labels[i]).numpy(), scores[i]) for i in range(3)]
     np.testing.assert_allclose(result["per_query"]["AP"].numpy(), expected, atol=1e-12)
@@ -289,7 +292,11 @@ def test_binned_positions_handles_crowded_bins():
         ({"query_labels": torch.zeros(3, dtype=torch.long)}, "query_labels must be a 1-D tensor of length 2"),
         ({"gallery_labels": torch.zeros(5)}, "integer labels"),
         ({"ks": (0,)}, "ks must be"),
+        ({"ks": 5}, r"ks must be .*ks=\(5,\)"),
+        ({"query_labels": ["a", "b"]}, "query_labels must hold integer labels, got strings"),
+        ({"gallery_labels": np.array(["a"] * 5)}, "gallery_labels must hold integer labels"),
         ({"chunk_size": 0}, "chunk_size"),
+        ({"normalize": "yes"}, "normalize must be"),
     ],
 )
 def test_retrieval_scores_errors(kwargs, message):
@@ -400,3 +407,70 @@ def test_zero_shot_errors():
         zero_shot_accuracy(torch.eye(3), torch.randn(2, 3), torch.tensor([0, 1]), k=4)
     with pytest.raises(ValueError, match="sample_features has dim 2"):
         zero_shot_accuracy(torch.eye(3), torch.randn(2, 2), torch.tensor([0, 1]))
+
+
+# --------------------------------------------------------------------------------------- cosine default and overflow
+def test_retrieval_scores_ranks_by_cosine_by_default_and_dot_product_on_request():
+    # gallery item 0 (same label) points the query's way; item 1 (other label) is off-axis but 10x longer
+    query = torch.tensor([[1.0, 0.0]])
+    gallery = torch.tensor([[0.9, 0.1], [3.0, 10.0]])
+    query_labels, gallery_labels = torch.tensor([0]), torch.tensor([0, 1])
+    cosine = retrieval_scores(query, gallery, query_labels, gallery_labels)
+    dot = retrieval_scores(query, gallery, query_labels, gallery_labels, normalize=False)
+    assert cosine["mAP"] == 1.0 and cosine["R@1"] == 1.0  # cosine 0.99 vs 0.29
+    assert dot["mAP"] == 0.5 and dot["R@1"] == 0.0  # dot 0.9 vs 3.0
+    # normalised inputs: the default leaves them untouched, so cosine == the old dot product exactly
+    q, g = _features(30, 8, 1), _features(80, 8, 2)
+    labels_q, labels_g = torch.arange(30) % 4, torch.arange(80) % 4
+    a = retrieval_scores(q, g, labels_q, labels_g, per_query=True)
+    b = retrieval_scores(q, g, labels_q, labels_g, per_query=True, normalize=False)
+    assert torch.equal(a["per_query"]["AP"], b["per_query"]["AP"])
+    # raw features: the default equals normalising first
+    raw_q, raw_g = q * torch.rand(30, 1) * 50, g * torch.rand(80, 1) * 50
+    c = retrieval_scores(raw_q, raw_g, labels_q, labels_g, per_query=True)
+    assert torch.allclose(c["per_query"]["AP"], a["per_query"]["AP"])
+
+
+_OVERFLOW_SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from crossgap_lib.metrics import retrieval_scores
+    torch.manual_seed(0)
+    q, g = torch.randn(20, 8) * 1e20, torch.randn(50, 8) * 1e20  # finite, but every dot product overflows float32
+    ql, gl = torch.arange(20) % 5, torch.arange(50) % 5
+    try:
+        retrieval_scores(q, g, ql, gl, normalize=False)
+    except ValueError as err:
+        print("ValueError:", err)
+    got = retrieval_scores(q, g, ql, gl, per_query=True)["per_query"]["AP"]
+    unit = retrieval_scores(q / 1e20, g / 1e20, ql, gl, per_query=True)["per_query"]["AP"]
+    print("cosine ranks match:", torch.allclose(got, unit))
+    """
+)
+
+
+def test_huge_features_give_an_error_or_correct_ranks_not_a_crash():
+    # before the fix the scores overflowed to inf and the compiled kernel indexed out of bounds: a segfault, so the
+    # check runs in a subprocess (a crash fails this test instead of killing the suite)
+    done = subprocess.run([sys.executable, "-c", _OVERFLOW_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"crashed with return code {done.returncode}: {done.stderr[-2000:]}"
+    assert "ValueError: query_features[0:20] @ gallery_features.T overflowed" in done.stdout, done.stdout
+    assert "normalize=True" in done.stdout
+    assert "cosine ranks match: True" in done.stdout, done.stdout
+
+
+def test_relevance_scores_with_inf_are_refused():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        retrieval_scores_from_relevance(torch.tensor([[float("inf"), 1.0]]), torch.tensor([[True, False]]))
+
+
+def test_revisited_skips_and_counts_like_retrieval_scores():
+    scores = torch.tensor([[0.9, 0.1, 0.5]])
+    gnd = [{"easy": [0], "hard": [], "junk": []}]  # no hard positive: the hard protocol has nothing to measure
+    with pytest.warns(UserWarning, match="hard protocol") as record:
+        result = revisited_map(scores, gnd)
+    assert record[0].filename == __file__  # attributed to the caller
+    assert result["easy"] == 1.0 and result["n_skipped_easy"] == 0
+    assert math.isnan(result["hard"]) and result["n_skipped_hard"] == 1
+    with pytest.raises(ValueError, match="no query has a positive gallery item in any protocol"):
+        revisited_map(scores, [{"easy": [], "hard": [], "junk": [1]}])
