@@ -343,6 +343,10 @@ def _check_features(name: str, features: Tensor) -> None:
         raise ValueError(f"{name} is empty (shape {tuple(features.shape)}); expected at least one feature")
     if not torch.isfinite(features).all():
         raise ValueError(f"{name} contains NaN or inf values; expected finite features")
+    zero = (features == 0).all(dim=1).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"{name} has {len(zero)} all-zero row(s) (zero norm, e.g. row {zero[0]}): a zero target has "
+                         "no direction to invert; drop those rows or pass the encoder's features")
 
 
 @dataclass(frozen=True)
