@@ -69,12 +69,31 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (``os.umask`` can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``.
+
+    The file gets the permissions of a plain ``open(path, "w")`` (0666 minus the process umask), not the 0600 of
+    ``tempfile.mkstemp``, so a cache folder shared between users stays readable by the group the umask allows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -98,17 +117,25 @@ def safe_load(path: str | Path) -> Any | None:
         return None
 
 
-def _check_writable(folder: Path) -> None:
+_CACHE_HINT = f"Pass another cache_dir=... or set the {CACHE_ENV} environment variable to a writable folder."
+
+
+def check_writable(folder: str | Path, what: str = "crossgap cache directory", hint: str = _CACHE_HINT) -> None:
+    """Create ``folder`` if needed and write a probe file there; ``PermissionError`` naming it and ``hint`` if not.
+
+    Catches a read-only folder, a file in the way (of the folder or a parent) and a full disk before any work is done.
+    """
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write_probe.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise PermissionError(
-            f"crossgap cache directory {folder} is not writable ({err}). Pass another cache_dir=... "
-            f"or set the {CACHE_ENV} environment variable to a writable folder."
-        ) from err
+        raise PermissionError(f"{what} {folder} is not writable ({err}). {hint}") from err
+
+
+_check_writable = check_writable  # the old private name
 
 
 class ChunkStore:

@@ -1,7 +1,18 @@
+import os
+import stat
+
 import pytest
 import torch
 
-from crossgap_lib.cache import ChunkStore, atomic_save, cache_key, module_fingerprint, safe_load, tensor_fingerprint
+from crossgap_lib.cache import (
+    ChunkStore,
+    atomic_save,
+    cache_key,
+    check_writable,
+    module_fingerprint,
+    safe_load,
+    tensor_fingerprint,
+)
 
 
 def test_cache_key_is_order_independent_and_sensitive():
@@ -100,3 +111,24 @@ def test_fingerprint_of_zero_dim_tensors_and_clip_like_modules():
     module = torch.nn.Module()
     module.logit_scale = torch.nn.Parameter(torch.tensor(4.6))
     assert len(module_fingerprint(module)) == 16
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_cache_files_follow_the_umask_not_mkstemps_0600(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        store = ChunkStore(tmp_path, "k", 4, 2)
+        store.compute_chunks(_square([]), progress=False)
+        chunk_modes = {stat.S_IMODE(store.chunk_path(i).stat().st_mode) for i in range(2)}
+        store.merge()
+        result_mode = stat.S_IMODE(store.result_path.stat().st_mode)
+    finally:
+        os.umask(previous)
+    assert chunk_modes == {0o666 & ~umask} and result_mode == 0o666 & ~umask  # group-readable: a shared cache works
+
+
+def test_check_writable_names_the_folder_and_the_fix(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match=r"run folder .*blocker/sub is not writable .*pass out_dir="):
+        check_writable(blocker / "sub", what="run folder", hint="pass out_dir=...")
