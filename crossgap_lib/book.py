@@ -12,19 +12,29 @@ re-executed only when its key changes: the hash of its text, its parameters and 
 stage run in parallel; stages run in order (the laboratory first, since the others read its cached results). The
 executed notebooks and the book sources are assembled in ``_build/<profile>/src`` and rendered into
 ``_build/<profile>/_build/html``.
+
+Before anything runs: every parameter is checked against the notebook's ``parameters`` cell (declared, and of the
+default's type), and the weights and datasets the notebooks to execute need are located (:mod:`crossgap_lib.preflight`);
+all problems are reported at once. A notebook is executed under a temporary name and moved into place only when it
+succeeded; a failure is reported as it happens and every failure of the stage is listed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures as cf
+import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +45,19 @@ ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path(__file__).resolve().parent
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # figures as cell outputs
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "crossgap_lib")  # the library: for literalinclude
+PROGRESS_ENV = "CROSSGAP_PROGRESS_FILE"  # see crossgap_lib.progress
+STATS_PAGE = "execution_stats"  # generated page in book/_executed/ (listed in _toc.yml)
+FAILED_DIR = "_failed"  # partly executed notebooks of failed runs, for debugging (never pages of the book)
+NOT_LITERAL = ...  # default of a parameter whose value is an expression: any value is accepted
+_START = "\x00start"  # first line a job writes to its progress file
 
 
 class BookError(RuntimeError):
     """A book build step failed; the message names the notebook, cell and cause."""
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
 
 
 @dataclass
@@ -54,7 +73,7 @@ class Profile:
     env: dict[str, str]
 
     def parameters_for(self, notebook: str) -> dict[str, Any]:
-        """Parameters for one notebook: the shared ones updated by its own block."""
+        """Parameters for one notebook: the shared ones updated by its own block (unchecked)."""
         return {**self.parameters, "PROFILE": self.name, **self.notebooks.get(notebook, {})}
 
 
@@ -105,34 +124,143 @@ def notebook_key(notebook: Path, parameters: dict[str, Any], library_hash: str) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _declared_parameters(notebook_text_path: Path) -> set[str]:
+# ------------------------------------------------------------------------------------------------------ parameters
+
+
+def notebook_parameters(notebook_text_path: Path) -> dict[str, Any]:
+    """Names the notebook's ``parameters`` cell assigns and their defaults (``...`` where not a Python literal)."""
     import jupytext
 
     nb = jupytext.read(notebook_text_path)
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            names = set()
-            for line in cell.source.splitlines():
-                head = line.split("#", 1)[0]
-                if "=" in head and not head.startswith((" ", "\t")):
-                    names.add(head.split("=", 1)[0].strip().split(":")[0].strip())
-            return names
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError as err:
+                raise BookError(f"{notebook_text_path}: the parameters cell is not valid Python ({err.msg}, line "
+                                f"{err.lineno})") from None
+            defaults: dict[str, Any] = {}
+            for node in tree.body:
+                if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+                    continue
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                try:
+                    value = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    value = NOT_LITERAL
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        defaults[target.id] = value
+            return defaults
     raise BookError(f"{notebook_text_path}: no cell tagged 'parameters' (papermill needs one)")
+
+
+def _declared_parameters(notebook_text_path: Path) -> set[str]:
+    return set(notebook_parameters(notebook_text_path))
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A ``-p NAME VALUE`` value read as YAML; a malformed one is a one-line BookError naming the parameter."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise BookError(f"parameter {name}: {text!r} is not a valid YAML value ({problem}); values are read as YAML, "
+                        "e.g. 3, 0.5, [1, 4], ViT-B-32, 'a quoted string'") from None
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            tuple: "a list", dict: "a mapping"}.get(type(value), f"a {type(value).__name__}")
+
+
+def check_type(notebook: str, name: str, value: Any, default: Any) -> None:
+    """Refuse ``value`` unless it has the type of the parameters cell's ``default`` (int is fine for float)."""
+    if default is None or default is NOT_LITERAL:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        quote = " (quote a string YAML reads as another type: '\"yes\"', '\"1\"')" if isinstance(default, str) else ""
+        raise BookError(f"parameter {name} of {notebook}: {value!r} is {_type_name(value)}, but its default "
+                        f"{default!r} is {_type_name(default)}{quote}")
+
+
+def resolve_parameters(notebook: Path, profile: Profile, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters passed to one notebook, checked: the profile's shared ones it declares (others are not passed),
+    its own ``notebooks.<name>`` block and ``overrides`` (these two must be declared), each of its default's type."""
+    declared = notebook_parameters(notebook)
+    explicit = {**profile.notebooks.get(notebook.stem, {}), **(overrides or {})}
+    unknown = sorted(set(explicit) - set(declared))
+    if unknown:
+        raise BookError(f"{notebook.name}: unknown parameter(s) {unknown}: its parameters cell declares "
+                        f"{sorted(declared)}, and a parameter it does not declare would be ignored, so it is refused")
+    shared = {**profile.parameters, "PROFILE": profile.name}
+    passed = {k: v for k, v in {**shared, **explicit}.items() if k in declared}
+    for key, value in passed.items():
+        check_type(notebook.name, key, value, declared[key])
+    return passed
 
 
 def _banner_cell(profile: Profile, parameters: dict[str, Any]):
     import nbformat
 
-    shown = {
-        k: v for k, v in parameters.items() if k in {"MODEL", "PRETRAINED", "DATASET", "MODELS", "DATASETS", "DEVICE"}
-    }
+    shown = {k: v for k, v in parameters.items() if k != "PROFILE"}
     lines = [f"**Built with the `{profile.name}` profile.** {profile.banner.strip()}"]
     if shown:
-        lines.append("Parameters: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + ".")
+        lines.append("Parameters passed to this page: " + ", ".join(f"`{k}={v}`" for k, v in shown.items()) + ".")
     lines.append("Rerun this page with your own parameters: see [How to rerun](rerun).")
     cell = nbformat.v4.new_markdown_cell("```{admonition} Provenance\n:class: note\n" + "\n\n".join(lines) + "\n```")
     cell.metadata["tags"] = ["crossgap-banner"]
     return cell
+
+
+# ------------------------------------------------------------------------------------------------------- preflight
+
+
+def preflight(plan: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Locate every weight file and dataset the planned notebooks need; one BookError lists all that are missing."""
+    from .preflight import missing_assets
+
+    needed_by: dict[str, list[str]] = {}
+    for notebook, passed in plan:
+        defaults = {k: v for k, v in notebook_parameters(notebook).items() if v is not NOT_LITERAL}
+        for message in missing_assets({**defaults, **passed}):
+            needed_by.setdefault(message, []).append(notebook.stem)
+    if needed_by:
+        items = "\n".join(f"  - {message} [needed by {', '.join(names)}]" for message, names in needed_by.items())
+        raise BookError(
+            f"{len(needed_by)} item(s) needed by the notebooks are not on this machine; nothing was executed:\n{items}"
+            "\nWeights: $CROSSGAP_WEIGHTS or `python -m crossgap_lib.book prefetch --profile paper` (with network); "
+            "datasets: $CROSSGAP_DATA (see book/rerun.md)."
+        )
+
+
+# ------------------------------------------------------------------------------------------------------- execution
+
+
+class NotebookFailed(BookError):
+    """One notebook's execution failed; ``reason`` is one line, ``partial`` the partly executed notebook."""
+
+    def __init__(self, message: str, reason: str = "", partial: str | None = None):
+        super().__init__(message)
+        self.reason, self.partial = reason or message.splitlines()[0], partial
+
+    def __reduce__(self):
+        return (NotebookFailed, (str(self), self.reason, self.partial))
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def execute_notebook(
@@ -143,62 +271,227 @@ def execute_notebook(
     banner=None,
     cwd: Path | None = None,
 ) -> Path:
-    """Execute one jupytext notebook with papermill into ``output`` (.ipynb); BookError names the failing cell."""
+    """Execute one jupytext notebook with papermill into ``output`` (.ipynb), written only on success; a failure is a
+    NotebookFailed naming the cell and error, with the partly executed notebook in ``_failed/`` next to ``output``."""
     import jupytext
     import nbformat
     import papermill
 
     declared = _declared_parameters(notebook)
-    unknown = sorted(set(parameters) - declared - {"PROFILE"})
+    unknown = sorted(set(parameters) - declared)
     if unknown:
         raise BookError(
             f"{notebook.name}: unknown parameter(s) {unknown}; its parameters cell declares {sorted(declared)}"
         )
-    parameters = {k: v for k, v in parameters.items() if k in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
-    source = output.with_suffix(".source.ipynb")
-    nb = jupytext.read(notebook)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, source)
+    partial = output.parent / FAILED_DIR / output.name
     old_env = dict(os.environ)
     os.environ.update(env or {})
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(cwd or ROOT),
-            progress_bar=False,
-            report_mode=False,
-        )
-    except papermill.PapermillExecutionError as err:
-        raise BookError(
-            f"notebook {notebook.name} failed in cell {err.exec_count} ({err.ename}): {err.evalue}\n"
-            f"The partly executed notebook is at {output}."
-        ) from None
+        with tempfile.TemporaryDirectory(prefix=f".{output.stem}-", dir=output.parent) as tmp:
+            source, executed_path = Path(tmp) / "source.ipynb", Path(tmp) / output.name
+            nb = jupytext.read(notebook)
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nbformat.write(nb, source)
+            try:
+                papermill.execute_notebook(str(source), str(executed_path), parameters=parameters,
+                                           kernel_name="python3", cwd=str(cwd or ROOT), progress_bar=False,
+                                           report_mode=False)
+            except Exception as err:  # noqa: BLE001 - every failure becomes one readable line
+                reason = (f"cell {err.exec_count} ({err.ename}): {err.evalue}"
+                          if isinstance(err, papermill.PapermillExecutionError)
+                          else f"{type(err).__name__}: {err}")
+                saved = None
+                if executed_path.exists():
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(executed_path, partial)
+                    saved = str(partial)
+                where = f"\nThe partly executed notebook is at {saved}." if saved else ""
+                raise NotebookFailed(f"notebook {notebook.name} failed in {reason}{where}", _one_line(reason),
+                                     saved) from None
+            executed = nbformat.read(executed_path, as_version=4)
+            # both parameter cells stay, folded: the notebook's defaults, then the values this profile injected
+            for cell in executed.cells:
+                if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+                    cell.metadata["tags"] = sorted(set(cell.metadata["tags"]) | {"hide-input"})
+            if banner is not None:
+                executed.cells.insert(1 if executed.cells and executed.cells[0].cell_type == "markdown" else 0, banner)
+            nbformat.write(executed, executed_path)
+            os.replace(executed_path, output)  # atomic: the page appears complete or not at all
+            partial.unlink(missing_ok=True)
     finally:
         os.environ.clear()
         os.environ.update(old_env)
-        source.unlink(missing_ok=True)
-    executed = nbformat.read(output, as_version=4)
-    # both parameter cells stay, folded: the notebook's defaults, then the values this profile injected over them
-    for cell in executed.cells:
-        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
-            cell.metadata["tags"] = sorted(set(cell.metadata["tags"]) | {"hide-input"})
-    if banner is not None:
-        executed.cells.insert(1 if executed.cells and executed.cells[0].cell_type == "markdown" else 0, banner)
-    nbformat.write(executed, output)
     return output
 
 
-def _execute_job(job: dict) -> tuple[str, float]:
+def _execute_job(job: dict) -> dict:
+    """Run one planned notebook (in a worker process); returns its outcome instead of raising."""
     start = time.time()
-    execute_notebook(
-        Path(job["notebook"]), Path(job["output"]), job["parameters"], env=job["env"], banner=job["banner"]
+    Path(job["progress"]).write_text(_START + "\n")
+    try:
+        execute_notebook(Path(job["notebook"]), Path(job["output"]), job["parameters"], env=job["env"],
+                         banner=job["banner"], cwd=Path(job["cwd"]))
+    except NotebookFailed as err:
+        return {"ok": False, "seconds": time.time() - start, "reason": err.reason, "partial": err.partial,
+                "message": str(err)}
+    except Exception as err:  # noqa: BLE001 - reported by the runner, with the others of the stage
+        return {"ok": False, "seconds": time.time() - start, "reason": _one_line(f"{type(err).__name__}: {err}"),
+                "partial": None, "message": f"{type(err).__name__}: {err}"}
+    if job.get("stamp"):
+        Path(job["stamp"]).write_text(job["key"])
+    return {"ok": True, "seconds": time.time() - start}
+
+
+class _Tail:
+    """New complete lines of a growing text file."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return data[:end].decode("utf-8", "replace").splitlines()
+
+
+def run_jobs(jobs: list[dict], workers: int, log: Callable[[str], None] = _print) -> dict[str, dict]:
+    """Execute jobs in ``workers`` processes; log each start, progress line, end or failure as it happens."""
+    import multiprocessing as mp
+
+    tails = {job["name"]: _Tail(Path(job["progress"])) for job in jobs}
+    started: dict[str, float] = {}
+    outcomes: dict[str, dict] = {}
+
+    def relay() -> None:
+        for name, tail in tails.items():
+            for line in tail.lines():
+                if line == _START:
+                    started[name] = time.time()
+                    log(f"[book] {name}: start")
+                elif line.strip():
+                    log(f"[book] {name} | {line}")
+
+    def report(name: str, outcome: dict) -> None:
+        relay()
+        outcomes[name] = outcome
+        if outcome["ok"]:
+            log(f"[book] {name}: done in {outcome['seconds']:.1f} s (cache miss)")
+        else:
+            see = f", see {outcome['partial']}" if outcome.get("partial") else ""
+            log(f"[book] {name}: FAILED after {outcome['seconds']:.1f} s: {outcome['reason']}{see}")
+
+    for job in jobs:
+        Path(job["progress"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(job["progress"]).write_text("")
+    with cf.ProcessPoolExecutor(max(1, workers), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_execute_job, job): job for job in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            relay()
+            for future in done:
+                name = futures[future]["name"]
+                try:
+                    outcome = future.result()
+                except Exception as err:  # noqa: BLE001 - a worker killed (out of memory, signal)
+                    seconds = time.time() - started.get(name, time.time())
+                    outcome = {"ok": False, "seconds": seconds, "partial": None,
+                               "reason": _one_line(f"the worker process died ({type(err).__name__}: {err})"),
+                               "message": f"{type(err).__name__}: {err}"}
+                report(name, outcome)
+    return outcomes
+
+
+@functools.cache
+def environment_info(device: str) -> dict[str, str]:
+    """Library version and commit, torch / open_clip / Python versions and the device, for the statistics page."""
+    from importlib import metadata
+
+    from . import __version__
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    def git(*args: str) -> str:
+        try:
+            proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no", "--", "crossgap_lib", "notebooks"):
+        commit += " (with uncommitted changes)"
+    name = device or "cpu"
+    if name.startswith("cuda"):
+        import torch
+
+        name = f"{name} ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else f"{name} (unavailable)"
+    return {"crossgap": __version__, "commit": commit, "torch": version("torch"),
+            "open_clip": version("open_clip_torch"), "python": sys.version.split()[0], "device": name}
+
+
+def write_stats(executed_dir: Path, records: dict[str, dict], order: list[str]) -> None:
+    """``execution_stats.json`` and the book page ``execution_stats.md`` (written only when they change)."""
+    def write(path: Path, text: str) -> None:
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+    write(executed_dir / f"{STATS_PAGE}.json", json.dumps(records, indent=2, sort_keys=True) + "\n")
+    header = ("| Notebook | Run time | This build | Executed | Profile | crossgap | Commit | torch | open_clip "
+              "| Device |\n|---|---:|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for name in order:
+        r = records.get(name)
+        if r is None:
+            continue
+        seconds = f"{r['seconds']:.1f} s" if r.get("seconds") is not None else "?"
+        rows.append(f"| {{download}}`{name}.ipynb <{name}.ipynb>` | {seconds} | cache {r['cache']} | "
+                    f"{r.get('executed_at', '?')} | {r['profile']} | {r['crossgap']} | `{r['commit']}` | "
+                    f"{r['torch']} | {r['open_clip']} | {r['device']} |")
+    text = (
+        "# Execution statistics\n\n"
+        "How each page of this book was computed. *Run time* is the notebook's last execution; *This build* says "
+        "whether this build re-executed it (cache miss) or reused the executed notebook because its text, parameters "
+        "and the library were unchanged (cache hit). Each notebook name downloads the executed notebook.\n\n"
+        + header + "\n".join(rows) + "\n"
     )
-    Path(job["stamp"]).write_text(job["key"])
-    return job["name"], time.time() - start
+    write(executed_dir / f"{STATS_PAGE}.md", text)
+
+
+def plan_profile(profile: Profile, executed_dir: Path, only: list[str] | None = None,
+                 force: bool = False) -> tuple[list[list[dict]], list[str]]:
+    """Check every notebook's parameters and decide what to execute: ``(jobs per stage, names skipped)``."""
+    library_hash = library_fingerprint()
+    stages, skipped = [], []
+    for stage in profile.stages:
+        todo = []
+        for name in stage:
+            notebook = ROOT / "notebooks" / f"{name}.py"
+            if not notebook.exists():
+                raise BookError(f"profiles.yml names notebook {name!r} but {notebook} does not exist")
+            parameters = resolve_parameters(notebook, profile)
+            if only is not None and name not in only:
+                continue
+            key = notebook_key(notebook, parameters, library_hash)
+            output, stamp = executed_dir / f"{name}.ipynb", executed_dir / f"{name}.key"
+            if not force and output.exists() and stamp.exists() and stamp.read_text() == key:
+                skipped.append(name)
+                continue
+            todo.append(dict(name=name, notebook=str(notebook), output=str(output), stamp=str(stamp), key=key,
+                             parameters=parameters, banner=_banner_cell(profile, parameters), cwd=str(ROOT)))
+        stages.append(todo)
+    return stages, skipped
 
 
 def execute_profile(
@@ -207,55 +500,59 @@ def execute_profile(
     jobs: int = 2,
     only: list[str] | None = None,
     force: bool = False,
-    log=print,
+    log: Callable[[str], None] = _print,
 ) -> list[str]:
     """Execute the profile's notebooks into ``build_dir/src/book/_executed``; returns the names executed (not
-    skipped)."""
+    skipped). Parameters are checked and assets located before anything runs; a failed stage stops the build."""
     executed_dir = build_dir / "src" / "book" / "_executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    library_hash = library_fingerprint()
+    stages, skipped = plan_profile(profile, executed_dir, only=only, force=force)
+    preflight([(Path(job["notebook"]), job["parameters"]) for stage in stages for job in stage])
+    stats_path = executed_dir / f"{STATS_PAGE}.json"
+    records = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    info = environment_info(str(profile.parameters.get("DEVICE", "cpu")))
+    for name in skipped:
+        log(f"[book] {name}: unchanged, skipped (cache hit)")
+        records[name] = {**records.get(name, {"seconds": None, "executed_at": "?", "profile": profile.name, **info}),
+                         "cache": "hit"}
     cache = Path(profile.env.get("CROSSGAP_CACHE", ROOT / ".cache" / "crossgap"))
-    base_env = {"CROSSGAP_CACHE": str(cache if cache.is_absolute() else ROOT / cache), "MPLBACKEND": INLINE_BACKEND}
+    cache = cache if cache.is_absolute() else ROOT / cache
     ran = []
-    for stage in profile.stages:
-        names = [n for n in stage if only is None or n in only]
-        todo = []
-        for name in names:
-            notebook = ROOT / "notebooks" / f"{name}.py"
-            if not notebook.exists():
-                raise BookError(f"profiles.yml names notebook {name!r} but {notebook} does not exist")
-            parameters = profile.parameters_for(name)
-            key = notebook_key(notebook, parameters, library_hash)
-            output, stamp = executed_dir / f"{name}.ipynb", executed_dir / f"{name}.key"
-            if not force and output.exists() and stamp.exists() and stamp.read_text() == key:
-                log(f"[book] {name}: unchanged, skipped")
-                continue
-            stamp.unlink(missing_ok=True)
-            todo.append(
-                dict(name=name, notebook=str(notebook), output=str(output), stamp=str(stamp), key=key,
-                     parameters=parameters, banner=_banner_cell(profile, parameters))
-            )
+    for index, todo in enumerate(stages, 1):
         if not todo:
             continue
         workers = max(1, min(jobs, len(todo)))
         threads = str(max(1, (os.cpu_count() or 2) // workers))
         for job in todo:
+            Path(job["output"]).unlink(missing_ok=True)  # stale: its key changed (or --force)
+            Path(job["stamp"]).unlink(missing_ok=True)
+            (executed_dir / f"{job['name']}.failed").unlink(missing_ok=True)
+            job["progress"] = str(build_dir / "progress" / f"{job['name']}.log")
             # progress bars land in the executed notebook (the pages drop stderr): one refresh per 5 s, not per 0.1 s
-            job["env"] = {**base_env, "TQDM_MININTERVAL": "5", **profile.env, "OMP_NUM_THREADS": threads,
-                          "CROSSGAP_THREADS": threads}
-            job["env"]["CROSSGAP_CACHE"] = base_env["CROSSGAP_CACHE"]
-        log(f"[book] executing {', '.join(j['name'] for j in todo)} ({workers} at a time, {threads} threads each)")
-        if workers == 1:
-            results = [_execute_job(job) for job in todo]
-        else:
-            import multiprocessing as mp
-
-            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(_execute_job, job) for job in todo]
-                results = [f.result() for f in futures]
-        for name, seconds in results:
-            log(f"[book] {name}: executed in {seconds:.0f} s")
-            ran.append(name)
+            job["env"] = {"MPLBACKEND": INLINE_BACKEND, "TQDM_MININTERVAL": "5", **profile.env,
+                          "CROSSGAP_CACHE": str(cache), "OMP_NUM_THREADS": threads, "CROSSGAP_THREADS": threads,
+                          PROGRESS_ENV: job["progress"]}
+        log(f"[book] stage {index}/{len(stages)}: {', '.join(j['name'] for j in todo)} ({workers} at a time, "
+            f"{threads} threads each)")
+        outcomes = run_jobs(todo, workers, log=log)
+        failures = []
+        for job in todo:
+            outcome = outcomes[job["name"]]
+            if outcome["ok"]:
+                ran.append(job["name"])
+                records[job["name"]] = {"seconds": round(outcome["seconds"], 1), "cache": "miss",
+                                        "executed_at": dt.datetime.now().isoformat(timespec="seconds"),
+                                        "profile": profile.name, **info}
+            else:
+                records.pop(job["name"], None)
+                (executed_dir / f"{job['name']}.failed").write_text(outcome["reason"] + "\n")
+                see = f" (see {outcome['partial']})" if outcome.get("partial") else ""
+                failures.append(f"  - {job['name']}: {outcome['reason']}{see}")
+        write_stats(executed_dir, records, [n for stage in profile.stages for n in stage])
+        if failures:
+            raise BookError(f"stage {index}: {len(failures)} of {len(todo)} notebook(s) failed, so the book was not "
+                            "built:\n" + "\n".join(failures))
+    write_stats(executed_dir, records, [n for stage in profile.stages for n in stage])
     return ran
 
 
@@ -275,14 +572,23 @@ def assemble_sources(build_dir: Path) -> Path:
 
 
 def check_sources(src: Path) -> None:
-    """Every page in ``_toc.yml`` must exist (an unexecuted notebook means an incomplete book)."""
-    missing = [
-        page
-        for page in toc_pages(src / "_toc.yml")
-        if not any((src / f"{page}{ext}").exists() for ext in (".md", ".ipynb"))
-    ]
-    if missing:
-        raise BookError(f"the book is incomplete, these pages are missing: {missing}")
+    """Every page in ``_toc.yml`` must exist; a missing or failed page refuses the book, naming each."""
+    missing, failed = [], {}
+    for page in toc_pages(src / "_toc.yml"):
+        if any((src / f"{page}{ext}").exists() for ext in (".md", ".ipynb")):
+            continue
+        marker = src / f"{page}.failed"
+        if marker.exists():
+            failed[page] = marker.read_text().strip()
+        else:
+            missing.append(page)
+    if missing or failed:
+        parts = []
+        if missing:
+            parts.append(f"these pages are missing: {missing} (not executed yet: build without --only)")
+        if failed:
+            parts.append("these pages failed: " + "; ".join(f"{page}: {why}" for page, why in failed.items()))
+        raise BookError("the book is incomplete, " + "; ".join(parts))
 
 
 def toc_pages(toc_path: Path) -> list[str]:
@@ -304,25 +610,28 @@ def toc_pages(toc_path: Path) -> list[str]:
     return [str(Path(p).with_suffix("")) if Path(p).suffix in {".md", ".ipynb"} else p for p in pages]
 
 
-def build_html(build_dir: Path, log=print) -> Path:
+def build_html(build_dir: Path, log: Callable[[str], None] = _print) -> Path:
     """Render ``build_dir/src`` with jupyter-book (warnings are errors); returns the HTML folder."""
     src = build_dir / "src"
     check_sources(src)
     cli = "from jupyter_book.cli.main import main; main()"
     cmd = [sys.executable, "-c", cli, "build", str(src), "--path-output", str(build_dir), "-W", "-n", "--keep-going"]
     log("[book] jupyter-book " + " ".join(cmd[3:]))
+    start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BookError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    log(f"[book] jupyter-book: done in {time.time() - start:.1f} s")
     return build_dir / "_build" / "html"
 
 
 def build(profile_name: str = "embedded", build_root: Path | None = None, jobs: int = 2, only=None, force=False,
-          log=print) -> Path:
+          log: Callable[[str], None] = _print) -> Path:
     """Execute the profile's notebooks (skipping unchanged ones) and build the HTML book; returns the HTML folder."""
     profile = get_profile(profile_name)
     build_dir = (build_root or ROOT / "_build") / profile.name
     start = time.time()
+    log(f"[book] profile {profile.name}: checking parameters and assets")
     assemble_sources(build_dir)
     execute_profile(profile, build_dir, jobs=jobs, only=only, force=force, log=log)
     html = build_html(build_dir, log=log)
@@ -330,19 +639,61 @@ def build(profile_name: str = "embedded", build_root: Path | None = None, jobs: 
     return html
 
 
-def prefetch(profile_name: str = "paper", log=print) -> None:
+def profile_model_labels(profile: Profile) -> list[str]:
+    """Paper-model labels the profile's notebooks use (their defaults updated by the profile), in first-seen order."""
+    from .preflight import NEEDS_ASSETS, model_labels
+
+    labels: list[str] = []
+    for name in [n for stage in profile.stages for n in stage]:
+        notebook = ROOT / "notebooks" / f"{name}.py"
+        defaults = {k: v for k, v in notebook_parameters(notebook).items() if v is not NOT_LITERAL}
+        merged = {**defaults, **resolve_parameters(notebook, profile)}
+        if merged.get("SOURCE") in NEEDS_ASSETS:
+            labels.extend(model_labels(merged))
+    return list(dict.fromkeys(labels))
+
+
+def prefetch(profile_name: str = "paper", log: Callable[[str], None] = _print) -> None:
     """Download (or find in the cache) the weights of every paper model a profile uses, before an offline build."""
     from .experiments import paper_models
     from .models import load_clip
 
-    labels = get_profile(profile_name).parameters.get("MODELS")
+    labels = profile_model_labels(get_profile(profile_name)) or None
+    failures = []
     for model in paper_models(labels):
         log(f"[book] weights of {model.label}: {model.open_clip_name} / {model.pretrained}")
-        load_clip(model.open_clip_name, pretrained=model.pretrained, device="cpu")
+        try:
+            load_clip(model.open_clip_name, pretrained=model.pretrained, device="cpu")
+        except FileNotFoundError as err:
+            failures.append(f"  - {model.label}: {_one_line(err, 1000)}")
+    if failures:
+        raise BookError(f"{len(failures)} model(s) could not be fetched:\n" + "\n".join(failures))
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+def run_one(notebook: Path, profile_name: str, overrides: list[tuple[str, str]], output: Path | None = None,
+            log: Callable[[str], None] = _print) -> Path:
+    """Execute one notebook with the profile's parameters and ``-p`` overrides, all checked before the kernel."""
+    profile = get_profile(profile_name)
+    if not notebook.exists():
+        raise BookError(f"notebook {notebook} does not exist (the notebooks are notebooks/*.py)")
+    values = {name: parse_value(name, text) for name, text in overrides}
+    parameters = resolve_parameters(notebook, profile, values)
+    preflight([(notebook, parameters)])
+    output = (output or ROOT / "_build" / "runs" / f"{notebook.stem}.ipynb").resolve()
+    threads = str(max(1, os.cpu_count() or 1))
+    cache = Path(profile.env.get("CROSSGAP_CACHE", ROOT / ".cache" / "crossgap"))
+    job = dict(name=notebook.stem, notebook=str(notebook), output=str(output), stamp=None, key=None,
+               parameters=parameters, banner=_banner_cell(profile, parameters), cwd=str(ROOT),
+               progress=str(output.parent / f".{output.stem}.progress.log"),
+               env={"MPLBACKEND": INLINE_BACKEND, "TQDM_MININTERVAL": "5", **profile.env,
+                    "CROSSGAP_CACHE": str(cache if cache.is_absolute() else ROOT / cache),
+                    "OMP_NUM_THREADS": threads, "CROSSGAP_THREADS": threads})
+    job["env"][PROGRESS_ENV] = job["progress"]
+    outcome = run_jobs([job], 1, log=log)[notebook.stem]
+    Path(job["progress"]).unlink(missing_ok=True)
+    if not outcome["ok"]:
+        raise BookError(outcome["message"])
+    return output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,14 +720,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "prefetch":
             prefetch(args.profile)
         else:
-            profile = get_profile(args.profile)
-            name = args.notebook.stem
-            parameters = {**profile.parameters_for(name), **{k: _parse_value(v) for k, v in args.parameter}}
-            output = args.output or Path("_build") / "runs" / f"{name}.ipynb"
-            env = {**profile.env, "MPLBACKEND": INLINE_BACKEND}
-            execute_notebook(args.notebook.resolve(), output.resolve(), parameters, env=env,
-                             banner=_banner_cell(profile, parameters))
-            print(f"[book] executed {args.notebook} -> {output}")
+            output = run_one(args.notebook.resolve(), args.profile, args.parameter, args.output)
+            _print(f"[book] executed {args.notebook} -> {output}")
     except (BookError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

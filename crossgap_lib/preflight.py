@@ -1,0 +1,165 @@
+"""Preflight: are the weights and datasets a set of notebook parameters needs on this machine? Checked, not loaded.
+
+>>> missing_assets({"SOURCE": "paper", "MODELS": ["CLIP B/32"], "DATASETS": ["cub"], "DATA_ROOT": None})
+['weights of CLIP B/32 (ViT-B-32, tag openai): not found ...', "dataset cub (CUB-200-2011): ..."]
+
+Only ``SOURCE == "paper"`` needs anything: the laboratory (``"lab"``) and dry runs (``"dryrun"``) generate their
+data and train their own models. For the paper source every model label in a parameter named ``MODEL`` or ending in
+``MODELS`` (``MODELS``, ``IMAGE_MODELS``, ...) must have its weights (and a Hugging Face tokenizer where the model
+uses one) in ``$CROSSGAP_WEIGHTS``, crossgap's weight cache or open_clip's caches, and every dataset in a parameter
+named ``DATASET`` or ending in ``DATASETS`` (``DATASETS``, ``TEXT_DATASETS``, ``ZERO_SHOT_DATASETS``, ...) must be
+found under ``DATA_ROOT`` or ``$CROSSGAP_DATA``; a ``DEVICE`` of ``cuda`` needs a GPU visible to torch. Nothing is
+downloaded, loaded or written: each missing item is one message saying what is missing and how to provide it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PREFETCH_COMMAND = "python -m crossgap_lib.book prefetch --profile paper"
+NEEDS_ASSETS = ("paper",)  # values of SOURCE whose notebooks read real weights and datasets
+
+
+def _names(parameters: dict[str, Any], single: str, plural_suffix: str) -> list[str]:
+    """Values of the parameters named ``single`` or ending in ``plural_suffix``, flattened, in first-seen order."""
+    found: list[str] = []
+    for key, value in parameters.items():
+        if key == single or key.endswith(plural_suffix):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            found.extend(str(v) for v in values if v is not None)
+    return list(dict.fromkeys(found))
+
+
+def model_labels(parameters: dict[str, Any]) -> list[str]:
+    """The paper-model labels named by ``MODEL`` and any ``*MODELS`` parameter."""
+    return _names(parameters, "MODEL", "MODELS")
+
+
+def dataset_names(parameters: dict[str, Any]) -> list[str]:
+    """The dataset names named by ``DATASET`` and any ``*DATASETS`` parameter."""
+    return _names(parameters, "DATASET", "DATASETS")
+
+
+def find_weights(arch: str, tag: str) -> tuple[str | None, list[str]]:
+    """Local path of the weights of ``arch`` + ``tag`` (None if absent) and the places looked at; never downloads."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from . import models
+
+    if os.path.isfile(tag):
+        return tag, [tag]
+    looked: list[str] = [] if os.environ.get(models.WEIGHTS_ENV) else [f"${models.WEIGHTS_ENV} (not set)"]
+    clean = models._clean_tag(tag)
+    for folder in models._weight_folders():
+        for name in dict.fromkeys((tag, clean)):
+            looked.append(f"{folder / f'{arch}__{name}'}{{{','.join(models.WEIGHT_SUFFIXES)}}}")
+            for suffix in models.WEIGHT_SUFFIXES:
+                if (folder / f"{arch}__{name}{suffix}").is_file():
+                    return str(folder / f"{arch}__{name}{suffix}"), looked
+    cfg = get_pretrained_cfg(arch, clean) or {}
+    if cfg.get("hf_hub") and not cfg.get("file"):
+        repo_id, filenames = models._hf_repo_and_files(cfg)
+        looked.append(f"Hugging Face cache {models._hf_hub_cache()} (repo {repo_id})")
+        cached = models._hf_cached_file(repo_id, filenames)
+        if cached:
+            return cached, looked
+    if cfg.get("url"):
+        copy = models._url_cache() / os.path.basename(cfg["url"])
+        looked.append(str(copy))
+        if copy.is_file():
+            return str(copy), looked
+    if cfg.get("file") and os.path.isfile(cfg["file"]):
+        return cfg["file"], looked
+    return None, looked
+
+
+def find_tokenizer(arch: str) -> tuple[bool, str | None]:
+    """Whether the tokenizer of ``arch`` is on this machine, and its Hugging Face name (None: built into open_clip)."""
+    import open_clip
+
+    from . import models
+
+    hf_name = ((open_clip.get_model_config(arch) or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
+    if not hf_name:
+        return True, None
+    if os.environ.get(models.WEIGHTS_ENV):
+        if (Path(os.environ[models.WEIGHTS_ENV]).expanduser() / hf_name.replace("/", "__")).is_dir():
+            return True, hf_name
+    return models._hf_cached_file(hf_name, ["tokenizer_config.json"]) is not None, hf_name
+
+
+def _missing_models(labels: list[str]) -> list[str]:
+    from . import models
+    from .experiments import paper_models
+
+    known = [m.label for m in paper_models()]
+    messages = [f"model {label!r}: not one of the paper's models {known} (check the MODEL/MODELS parameters)"
+                for label in labels if label not in known]
+    for model in paper_models([label for label in labels if label in known]):
+        try:
+            arch = models.resolve_model_name(model.open_clip_name)
+        except ValueError as err:
+            messages.append(f"weights of {model.label}: {err}")
+            continue
+        path, looked = find_weights(arch, model.pretrained)
+        if path is None:
+            messages.append(
+                f"weights of {model.label} ({arch}, tag {model.pretrained}): not found (looked in {'; '.join(looked)})."
+                f" Provide them with `{PREFETCH_COMMAND}` once on a machine with network (fills the caches), or put "
+                f"the file in ${models.WEIGHTS_ENV} as {arch}__{model.pretrained}.safetensors (or .pt, .pth, .bin)"
+            )
+        present, hf_name = find_tokenizer(arch)
+        if not present:
+            messages.append(
+                f"tokenizer of {model.label} (Hugging Face {hf_name}): not found in ${models.WEIGHTS_ENV}/"
+                f"{hf_name.replace('/', '__')}/ nor in the Hugging Face cache. Provide it with `{PREFETCH_COMMAND}` "
+                f"once with network, or save it there with open_clip.get_tokenizer({arch!r}).save_pretrained(...)"
+            )
+    return messages
+
+
+def _missing_datasets(names: list[str], root: Any) -> list[str]:
+    from . import datasets
+    from .datasets import base
+
+    messages = []
+    for name in names:
+        try:
+            spec = datasets._spec(name)
+        except ValueError as err:
+            messages.append(f"dataset {name!r}: {err}")
+            continue
+        try:
+            base.locate(spec, root)
+        except FileNotFoundError as err:
+            where = f"DATA_ROOT={root}" if root else f"${base.DATA_ENV}"
+            setup = "" if root or os.environ.get(base.DATA_ENV) else f"set ${base.DATA_ENV} to a folder and "
+            first_line = str(err).splitlines()[0].rstrip(".").replace(f"{spec.title} ({spec.name!r}) ", "", 1)
+            messages.append(
+                f"dataset {spec.name} ({spec.title}): {first_line}. Provide it: {setup}put it in "
+                f"{where}/{spec.folder}/ (published at {spec.url}); the expected layout is printed by "
+                f"`python -c \"from crossgap_lib.datasets import describe; print(describe('{spec.name}'))\"`"
+            )
+    return messages
+
+
+def _missing_device(device: Any) -> list[str]:
+    if not str(device or "").startswith("cuda"):
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return [f"device {device}: torch sees no CUDA GPU on this machine. Run the paper profile on a GPU machine "
+            "(the book-gpu workflow), or pass DEVICE cpu for a (slow) CPU run of one notebook"]
+
+
+def missing_assets(parameters: dict[str, Any]) -> list[str]:
+    """One message per weight file, tokenizer, dataset or GPU the parameters need but this machine lacks."""
+    if parameters.get("SOURCE") not in NEEDS_ASSETS:
+        return []
+    root = parameters.get("DATA_ROOT") or None
+    return (_missing_device(parameters.get("DEVICE")) + _missing_models(model_labels(parameters))
+            + _missing_datasets(dataset_names(parameters), root))
