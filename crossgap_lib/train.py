@@ -22,11 +22,27 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from crossgap_lib.cache import atomic_save, cache_key, default_cache_root, module_fingerprint, safe_load
+from crossgap_lib.cache import (
+    CACHE_ENV,
+    atomic_save,
+    cache_key,
+    check_writable,
+    default_cache_root,
+    module_fingerprint,
+    safe_load,
+)
 
 TRAIN_CODE_VERSION = 1  # bump when a change alters what a config trains to (invalidates cached runs)
 LOSSES = ("clip", "soft", "intra")
 _NOT_IN_KEY = ("progress", "out_dir", "num_threads", "checkpoint_every")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -61,20 +77,49 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+        if self.temperature is not None and not (_is_number(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be None (learnable) or a positive float, got {self.temperature!r}")
         for name in ("n_train", "epochs", "batch_size", "num_threads", "checkpoint_every", "projection_dim"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("warmup", "seed", "data_seed"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"{name} must be >= 0 (an int), got {value!r}")
         if self.batch_size > self.n_train:
             raise ValueError(f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0 steps, got {self.warmup!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        for name in ("lr", "soft_target_temperature", "intra_temperature"):
+            value = getattr(self, name)
+            if not (_is_number(value) and value > 0):
+                raise ValueError(f"{name} must be positive (a finite float), got {value!r}")
+        for name in ("weight_decay", "soft_hard_weight", "intra_weight"):
+            value = getattr(self, name)
+            if not (_is_number(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 (a finite float), got {value!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a non-empty str (an open_clip config name), got {self.model!r}")
+        for name in ("text_teacher", "image_teacher", "out_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ValueError(f"{name} must be None or a str, got {value!r}")
+        if isinstance(self.out_dir, os.PathLike):
+            self.out_dir = os.fspath(self.out_dir)  # a literal, so the config stays JSON-like
+        for name in ("compact_vocabulary", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.data, dict):
             raise ValueError(f"data must be a dict of ShapesConfig overrides, got {type(self.data).__name__}")
+        from crossgap_lib.datasets.shapes import ShapesConfig
+
+        known = {f.name for f in fields(ShapesConfig)}
+        unknown = sorted(set(self.data) - known, key=str)
+        if unknown:
+            raise ValueError(f"data has unknown ShapesConfig field(s) {unknown}; expected some of {sorted(known)}")
+        try:
+            ShapesConfig(**self.data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"data: invalid ShapesConfig override ({err})") from err
 
     @property
     def steps_per_epoch(self) -> int:
@@ -392,6 +437,12 @@ def train_clip(
         if cached is not None:
             return cached
 
+    check_writable(  # before the first step: a failure at the first save would lose the whole run
+        folder,
+        what="training run folder",
+        hint=f"Point it at a writable folder: TrainConfig(out_dir=...) (in the lab: LabConfig.cache_dir), or, with "
+        f"out_dir=None, the {CACHE_ENV} environment variable.",
+    )
     rank, world_size = _distributed()
     if config.batch_size % world_size:
         raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the world size ({world_size})")

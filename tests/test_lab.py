@@ -177,3 +177,14 @@ def test_interrupted_lab_resumes_from_finished_units(smoke, tmp_path):
     resumed = run_lab(config, progress=False)  # every unit is stored: only the summary is recomputed
     assert not resumed.from_cache
     pd.testing.assert_frame_equal(resumed.tidy, results.tidy)
+
+
+def test_unwritable_cache_fails_before_training(tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache folder must go")  # not writable, even as root
+    config = LabConfig.smoke()
+    config.cache_dir = None
+    monkeypatch.setenv("CROSSGAP_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr("crossgap_lib.train._prepare_data", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(PermissionError, match="not writable.*CROSSGAP_CACHE"):
+        run_lab(config, progress=False)

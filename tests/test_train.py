@@ -52,6 +52,18 @@ def assert_same_state(a: dict, b: dict, atol: float = 0.0) -> None:
         ("warmup", -1, "warmup must be >= 0"),
         ("lr", 0.0, "lr must be positive"),
         ("data", [1, 2], "data must be a dict"),
+        ("weight_decay", -1, "weight_decay must be >= 0"),
+        ("weight_decay", float("nan"), "weight_decay must be >= 0"),
+        ("warmup", "5", "warmup must be >= 0 \\(an int\\), got '5'"),
+        ("lr", "1e-3", "lr must be positive"),
+        ("seed", -1, "seed must be >= 0"),
+        ("soft_target_temperature", 0, "soft_target_temperature must be positive"),
+        ("intra_weight", -0.5, "intra_weight must be >= 0"),
+        ("model", None, "model must be a non-empty str"),
+        ("out_dir", 3, "out_dir must be None or a str"),
+        ("progress", "no", "progress must be True or False"),
+        ("data", {"bogus": 1}, r"data has unknown ShapesConfig field\(s\) \['bogus'\]"),
+        ("data", {"n_captions": 0}, "data: invalid ShapesConfig override .*n_captions"),
     ],
 )
 def test_config_validation(tmp_path, field, value, match):
@@ -230,3 +242,20 @@ def test_compact_vocabulary_trains_the_same_model(tmp_path):
     idle = 20000  # a token id no shapes caption uses: only weight decay touched it
     ratio = a["token_embedding.weight"][idle] / initial[idle]
     assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-5) and 0.99 < float(ratio[0]) < 1.0
+
+
+def test_unwritable_run_folder_fails_before_the_first_step(tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the run folder must go")  # not writable even for root
+    steps = []
+    with pytest.raises(PermissionError, match=r"training run folder .*blocker.* is not writable.*out_dir="):
+        train_clip(tiny_config(tmp_path, out_dir=str(blocker)), callback=lambda step, loss: steps.append(step))
+    assert steps == []  # nothing trained (before the fix: every step ran, then a raw OSError at the first save)
+    monkeypatch.setenv("CROSSGAP_CACHE", str(blocker / "cache"))  # out_dir=None: the cache root must be writable
+    with pytest.raises(PermissionError, match="out_dir=None, the CROSSGAP_CACHE environment variable"):
+        train_clip(tiny_config(tmp_path, out_dir=None), callback=lambda step, loss: steps.append(step))
+    assert steps == []
+
+
+def test_out_dir_may_be_a_path(tmp_path):
+    assert tiny_config(tmp_path, out_dir=tmp_path).out_dir == str(tmp_path)
