@@ -1,414 +1,151 @@
-"""Modality inversion: pseudo-token encoders, OTI (image -> text side) and OVI (text -> image side).
+"""Modality inversion: OTI (image -> text side) and OVI (text -> image side), and the optimisation loop they share.
 
 OTI optimises R pseudo-token embeddings placed in a text template ("a photo of {}") so that the text encoder's output
 matches an image feature; OVI optimises R visual pseudo tokens, spread over the ViT patch grid by nearest
-interpolation, so that the image encoder's output matches a text feature (Mistretta et al., ICLR 2025, Sec. 3).
+interpolation, so that the image encoder's output matches a text feature (Mistretta et al., ICLR 2025, Sec. 3). Both
+minimise 1 - cos with AdamW; :class:`InversionConfig` holds every hyper-parameter (the paper's defaults: lr 2e-2,
+weight decay 0.01, 150 OTI steps, 1000 OVI steps, R = 1).
 
 The placeholder word is ``"£"``, as in the paper's public code: in CLIP's BPE vocabulary it is a single token (id 1950,
-below the end-of-text id 49407, so open_clip's argmax pooling still finds the end of text). Its embedding is replaced by
-the pseudo tokens; pooling always uses the original token ids. Causal text towers run only the tokens up to the pooled
-position, which the causal mask makes exact (6 of 77 tokens for "a photo of £").
+below the end-of-text id 49407, so open_clip's argmax pooling still finds the end of text). How the towers run with
+pseudo tokens is in :mod:`crossgap_lib.towers`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import string
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP, CustomTextCLIP
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.timm_model import TimmModel
-from open_clip.transformer import TextTransformer, VisionTransformer, _expand_token
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .models import LoadedClip
+from .towers import (
+    PLACEHOLDER,
+    _autocast_dtype,
+    _check_dim,
+    _check_positive_int,
+    _device,
+    _encode_text,
+    _frozen,
+    _prepare_text_template,
+    _template_embeddings,
+    _text_tower,
+    _unwrap,
+    _vision_parts,
+    encode_image_with_pseudo_tokens,
+    encode_text_with_pseudo_tokens,
+    patch_embeddings,
+)
 
-PLACEHOLDER = "£"
+__all__ = ["PLACEHOLDER", "InversionConfig", "InversionResult", "encode_image_with_pseudo_tokens",
+           "encode_text_with_pseudo_tokens", "initial_pseudo_tokens", "oti", "ovi", "patch_embeddings"]
+
 INIT_STD = 0.02
 
 
-# ----------------------------------------------------------------------------------------------------------- result
-@dataclass
-class InversionResult:
-    """Inverted features (N, D) L2-normalised on CPU, pseudo tokens (N, R, width), loss curves (N, steps), history.
+@dataclass(frozen=True)
+class InversionConfig:
+    """Every hyper-parameter of one OTI or OVI run (``template`` is OTI's; OVI ignores it). Validated on creation.
 
-    ``losses[:, t]`` is each sample's 1 - cos before update t+1; ``history[j]`` (T, N, D) holds the normalised features
-    after ``history_steps[j]`` updates (0 = the initial tokens; the last entry equals ``features`` when
-    ``steps % record_every == 0``).
+    The one place these settings live: :func:`oti` / :func:`ovi`, :func:`crossgap_lib.pipeline.invert_dataset` (its
+    cache key), the paper's per-model settings (:mod:`crossgap_lib.paper`), the laboratory and the OTI curve.
     """
 
-    features: Tensor
-    pseudo_tokens: Tensor
-    losses: Tensor
-    history: Tensor | None = None
-    history_steps: list[int] | None = None
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
-
-    @classmethod
-    def concat(cls, results: list[InversionResult]) -> InversionResult:
-        """Merge results of consecutive chunks along the sample dimension (history along dim 1)."""
-        results = list(results)
-        if not results:
-            raise ValueError("results must hold at least one InversionResult, got an empty list")
-        first = results[0]
-        for r in results[1:]:
-            if r.history_steps != first.history_steps or r.losses.shape[1] != first.losses.shape[1]:
-                raise ValueError(
-                    "results must come from runs with the same steps and record_every; got history_steps "
-                    f"{first.history_steps} vs {r.history_steps}, {first.losses.shape[1]} vs {r.losses.shape[1]} steps"
-                )
-        history = None if first.history is None else torch.cat([r.history for r in results], dim=1)
-        return cls(
-            features=torch.cat([r.features for r in results]),
-            pseudo_tokens=torch.cat([r.pseudo_tokens for r in results]),
-            losses=torch.cat([r.losses for r in results]),
-            history=history,
-            history_steps=None if first.history_steps is None else list(first.history_steps),
-        )
-
-
-# ------------------------------------------------------------------------------------------------------ text tower
-@dataclass
-class _TextTower:
-    """The pieces of an open_clip text tower that ``encode_text`` runs, whatever class holds them."""
-
-    token_embedding: nn.Embedding
-    positional_embedding: Tensor
-    transformer: nn.Module
-    ln_final: nn.Module
-    text_projection: nn.Module | Tensor | None
-    causal_mask: Tensor | None
-    pool_type: str
-    eos_id: int | None
-    context_length: int
-    pad_mask: Callable[[Tensor, int, torch.dtype], Tensor] | None = None
-
-    @property
-    def width(self) -> int:
-        return self.token_embedding.weight.shape[1]
-
-
-def _unwrap(clip: LoadedClip | nn.Module) -> nn.Module:
-    return clip.model if isinstance(clip, LoadedClip) else clip
-
-
-def _text_tower(model: nn.Module) -> _TextTower:
-    if isinstance(model, CLIP):
-        return _TextTower(
-            model.token_embedding,
-            model.positional_embedding,
-            model.transformer,
-            model.ln_final,
-            model.text_projection,
-            model.attn_mask,
-            model.text_pool_type,
-            getattr(model, "text_eos_id", None),
-            model.context_length,
-        )
-    text = getattr(model, "text", None)
-    if isinstance(model, CustomTextCLIP) and isinstance(text, TextTransformer):
-        if text.cls_emb is not None:
-            raise ValueError("text towers with an appended class token (CoCa-style cls_emb) are not supported")
-        return _TextTower(
-            text.token_embedding,
-            text.positional_embedding,
-            text.transformer,
-            text.ln_final,
-            text.text_projection,
-            text.attn_mask,
-            text.pool_type,
-            text.eos_id,
-            text.context_length,
-            pad_mask=text._build_additive_mask if text.use_pad_mask else None,
-        )
-    raise ValueError(
-        f"clip must hold an open_clip CLIP or a CustomTextCLIP whose text tower is a TextTransformer; got "
-        f"{type(model).__name__} with text tower {type(text).__name__ if text is not None else 'None'} "
-        "(Hugging Face text towers are not supported)"
-    )
-
-
-@dataclass
-class _TextTemplate:
-    """A tokenised template: ids (L,), placeholder positions (R,), pooled position and tokens run through the tower."""
-
-    token_ids: Tensor
-    placeholder_positions: Tensor
-    pool_index: int
-    length: int
-
-
-def _check_template(template: str) -> None:
-    if not isinstance(template, str):
-        kind = type(template).__name__
-        raise ValueError(f"template must be a str with one '{{}}' placeholder, got {kind}")  # noqa: TRY004
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as err:
-        raise ValueError(f"template {template!r} is not a valid format string ({err}); expected one '{{}}'") from None
-    if fields != [""]:
-        raise ValueError(
-            f"template must contain exactly one empty '{{}}' placeholder (e.g. 'a photo of {{}}'), got {template!r}"
-        )
-
-
-def _placeholder_id(tokenizer: Callable[..., Tensor]) -> int:
-    with_placeholder = tokenizer([PLACEHOLDER])[0].tolist()
-    special = set(tokenizer([""])[0].tolist())
-    ids = {t for t in with_placeholder if t not in special}
-    if len(ids) != 1:
-        raise ValueError(
-            f"the tokenizer must map the placeholder {PLACEHOLDER!r} to exactly one token, got ids {sorted(ids)}"
-        )
-    return ids.pop()
-
-
-def _pool_index(tower: _TextTower, token_ids: Tensor) -> int:
-    if tower.pool_type == "argmax":
-        return int(token_ids.argmax())
-    if tower.pool_type == "eos":
-        return int((token_ids == tower.eos_id).int().argmax())
-    if tower.pool_type == "first":
-        return 0
-    if tower.pool_type == "last":
-        return token_ids.shape[0] - 1
-    raise ValueError(f"text pool_type {tower.pool_type!r} gives no pooled feature; expected argmax, eos, first or last")
-
-
-def _prepare_text_template(clip: LoadedClip, tower: _TextTower, template: str, num_pseudo_tokens: int) -> _TextTemplate:
-    _check_template(template)
-    _check_positive_int("num_pseudo_tokens", num_pseudo_tokens)
-    if not isinstance(clip, LoadedClip) or clip.tokenizer is None:
-        raise ValueError(f"clip must be a LoadedClip with a tokenizer to encode a template, got {type(clip).__name__}")
-    placeholder_id = _placeholder_id(clip.tokenizer)
-    text = template.format(" ".join([PLACEHOLDER] * num_pseudo_tokens))
-    token_ids = clip.tokenizer([text])[0].to(torch.long)
-    if token_ids.shape[0] != tower.context_length:
-        raise ValueError(
-            f"the tokenizer gives {token_ids.shape[0]} tokens but the text tower expects context_length "
-            f"{tower.context_length}; use the tokenizer made for this model"
-        )
-    positions = (token_ids == placeholder_id).nonzero().flatten()
-    if positions.shape[0] != num_pseudo_tokens:
-        raise ValueError(
-            f"num_pseudo_tokens={num_pseudo_tokens} placeholders do not fit template {template!r} in the text context "
-            f"of {tower.context_length} tokens (found {positions.shape[0]} after tokenisation; the template must not "
-            f"contain {PLACEHOLDER!r} itself)"
-        )
-    pool_index = _pool_index(tower, token_ids)
-    if pool_index in positions.tolist():
-        raise ValueError(
-            f"the pooled position {pool_index} falls on a placeholder: the placeholder id {placeholder_id} must be "
-            f"below the end-of-text id for argmax pooling"
-        )
-    causal = tower.causal_mask is not None and tower.pad_mask is None
-    length = pool_index + 1 if causal else tower.context_length
-    device = tower.token_embedding.weight.device
-    return _TextTemplate(token_ids.to(device), positions.to(device), pool_index, length)
-
-
-def _template_embeddings(tower: _TextTower, tmpl: _TextTemplate) -> tuple[Tensor, Tensor]:
-    """Template token + positional embeddings (L, width); positional embeddings at the placeholders (R, width)."""
-    cast_dtype = tower.transformer.get_cast_dtype()
-    ids = tmpl.token_ids[: tmpl.length]
-    positional = tower.positional_embedding[: tmpl.length].to(cast_dtype)
-    base = tower.token_embedding(ids).to(cast_dtype) + positional
-    return base, positional[tmpl.placeholder_positions]
-
-
-def _encode_text(
-    tower: _TextTower, tmpl: _TextTemplate, pseudo_tokens: Tensor, base: Tensor, placeholder_pos: Tensor
-) -> Tensor:
-    """Run the text tower on the template with its placeholders replaced by pseudo tokens (B, R, width) -> (B, D)."""
-    batch, length = pseudo_tokens.shape[0], tmpl.length
-    x = base.unsqueeze(0).expand(batch, -1, -1).clone()
-    x[:, tmpl.placeholder_positions] = pseudo_tokens.to(x.dtype) + placeholder_pos
-    attn_mask = None if tower.causal_mask is None else tower.causal_mask[:length, :length]
-    if tower.pad_mask is not None:
-        ids = tmpl.token_ids[:length].unsqueeze(0).expand(batch, -1)
-        pad = tower.pad_mask(ids, length, x.dtype)
-        attn_mask = pad if attn_mask is None else attn_mask.unsqueeze(0) + pad
-    x = tower.transformer(x, attn_mask=attn_mask)
-    pooled = tower.ln_final(x)[:, tmpl.pool_index]
-    if isinstance(tower.text_projection, nn.Linear):
-        return tower.text_projection(pooled)
-    return pooled if tower.text_projection is None else pooled @ tower.text_projection
-
-
-def _check_pseudo_tokens(pseudo_tokens: Tensor, width: int, num_pseudo_tokens: int | None, what: str) -> None:
-    if not isinstance(pseudo_tokens, Tensor) or pseudo_tokens.dim() != 3 or pseudo_tokens.shape[-1] != width:
-        shape = tuple(pseudo_tokens.shape) if isinstance(pseudo_tokens, Tensor) else type(pseudo_tokens).__name__
-        raise ValueError(f"pseudo_tokens must have shape (B, R, {width}) ({what} width), got {shape}")
-    if pseudo_tokens.shape[0] < 1 or pseudo_tokens.shape[1] < 1:
-        raise ValueError(f"pseudo_tokens must have B >= 1 and R >= 1, got shape {tuple(pseudo_tokens.shape)}")
-    if num_pseudo_tokens is not None and pseudo_tokens.shape[1] > num_pseudo_tokens:
-        raise ValueError(f"pseudo_tokens has R={pseudo_tokens.shape[1]} but at most {num_pseudo_tokens} fit the {what}")
-
-
-def encode_text_with_pseudo_tokens(
-    clip: LoadedClip, pseudo_tokens: Tensor, template: str = "a photo of {}", normalize: bool = False
-) -> Tensor:
-    """Text features (B, embed_dim) of ``template`` with its ``{}`` filled by pseudo tokens (B, R, text_width)."""
-    model = _unwrap(clip)
-    tower = _text_tower(model)
-    _check_pseudo_tokens(pseudo_tokens, tower.width, None, "text token")
-    tmpl = _prepare_text_template(clip, tower, template, pseudo_tokens.shape[1])
-    features = _encode_text(tower, tmpl, pseudo_tokens, *_template_embeddings(tower, tmpl))
-    return F.normalize(features, dim=-1) if normalize else features
-
-
-# ---------------------------------------------------------------------------------------------------- vision tower
-def _vision_parts(model: nn.Module) -> tuple[nn.Module, int, int]:
-    """(tower, width, number of patches) of a ViT image tower; ``ValueError`` for anything else."""
-    visual = getattr(model, "visual", None)
-    if isinstance(visual, VisionTransformer):
-        return visual, visual.conv1.out_channels, visual.grid_size[0] * visual.grid_size[1]
-    if isinstance(visual, TimmModel):
-        from timm.models.vision_transformer import VisionTransformer as TimmViT
-
-        if isinstance(visual.trunk, TimmViT):
-            return visual, visual.trunk.embed_dim, visual.trunk.patch_embed.num_patches
-    name = type(visual).__name__ if visual is not None else "None"
-    if isinstance(visual, TimmModel):
-        name = f"TimmModel({type(visual.trunk).__name__})"
-    kind = "a ModifiedResNet (no patch tokens)" if isinstance(visual, ModifiedResNet) else name
-    raise ValueError(
-        f"visual pseudo tokens need a ViT image tower (open_clip VisionTransformer or a timm VisionTransformer "
-        f"trunk); got {kind}"
-    )
-
-
-def patch_embeddings(clip: LoadedClip | nn.Module, images: Tensor) -> Tensor:
-    """Patch embeddings (B, num_patches, vision_width) of preprocessed images (B, 3, H, W), before class/pos tokens."""
-    visual, _, _ = _vision_parts(_unwrap(clip))
-    if isinstance(visual, VisionTransformer):
-        x = visual.conv1(images)
-        return x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-    x = visual.trunk.patch_embed(images)
-    return x.reshape(x.shape[0], -1, x.shape[-1])
-
-
-def _encode_patches(visual: nn.Module, patches: Tensor) -> Tensor:
-    """Run a ViT image tower from its patch embeddings (B, N, width) -> (B, embed_dim), as ``encode_image`` does."""
-    if isinstance(visual, VisionTransformer):
-        x = torch.cat([_expand_token(visual.class_embedding, patches.shape[0]).to(patches.dtype), patches], dim=1)
-        x = x + visual.positional_embedding.to(x.dtype)
-        x = visual.ln_pre(visual.patch_dropout(x))
-        pooled, _ = visual._pool(visual.transformer(x))
-        return pooled if visual.proj is None else pooled @ visual.proj
-    trunk = visual.trunk
-    if trunk.dynamic_img_size:
-        patches = patches.reshape(patches.shape[0], *trunk.patch_embed.grid_size, patches.shape[-1])
-    x = trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(patches)))
-    x = trunk.norm(trunk.blocks(x))
-    return visual.head(trunk.forward_head(x))
-
-
-def _spread_over_patches(pseudo_tokens: Tensor, num_patches: int) -> Tensor:
-    """Nearest-interpolate pseudo tokens (B, R, width) over all patch positions -> (B, num_patches, width)."""
-    return F.interpolate(pseudo_tokens.transpose(1, 2), size=num_patches, mode="nearest").transpose(1, 2)
-
-
-def encode_image_with_pseudo_tokens(
-    clip: LoadedClip | nn.Module, pseudo_tokens: Tensor, normalize: bool = False
-) -> Tensor:
-    """Image features (B, embed_dim) of visual pseudo tokens (B, R, vision_width) spread over the patch grid."""
-    visual, width, num_patches = _vision_parts(_unwrap(clip))
-    _check_pseudo_tokens(pseudo_tokens, width, num_patches, f"patch grid of {num_patches} patches (vision")
-    weight = visual.conv1.weight if isinstance(visual, VisionTransformer) else visual.trunk.patch_embed.proj.weight
-    patches = _spread_over_patches(pseudo_tokens.to(weight.dtype), num_patches)
-    features = _encode_patches(visual, patches)
-    return F.normalize(features, dim=-1) if normalize else features
-
-
-# ------------------------------------------------------------------------------------------------------- inversion
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
-def _check_features(name: str, features: Tensor) -> None:
-    if not isinstance(features, Tensor) or features.dim() != 2:
-        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-        raise ValueError(f"{name} must be a tensor of shape (N, embed_dim), got {shape}")
-    if features.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(features.shape)}); expected at least one feature")
-    if not torch.isfinite(features).all():
-        raise ValueError(f"{name} contains NaN or inf values; expected finite features")
-    zero = (features == 0).all(dim=1).nonzero().flatten().tolist()
-    if zero:
-        raise ValueError(f"{name} has {len(zero)} all-zero row(s) (zero norm, e.g. row {zero[0]}): a zero target has "
-                         "no direction to invert; drop those rows or pass the encoder's features")
-
-
-@dataclass(frozen=True)
-class _Settings:
-    """Optimisation settings shared by OTI and OVI (validated on creation)."""
-
-    num_pseudo_tokens: int
-    steps: int
-    lr: float
-    weight_decay: float
-    batch_size: int
-    seed: int
-    record_every: int | None
-    index_offset: int
+    template: str = "a photo of {}"
+    num_pseudo_tokens: int = 1
+    steps: int = 150
+    lr: float = 2e-2
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    seed: int = 0
+    record_every: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_pseudo_tokens", "steps", "batch_size"):
             _check_positive_int(name, getattr(self, name))
         if self.record_every is not None:
             _check_positive_int("record_every", self.record_every)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        for name in ("seed", "index_offset"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        if not isinstance(self.template, str):
+            raise ValueError(f"template must be a string with one '{{}}', got {self.template!r}")
+
+    def updated(self, **overrides: Any) -> InversionConfig:
+        """A copy with some fields replaced; an unknown name is a ValueError listing the fields."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown inversion setting(s) {unknown}; InversionConfig fields are {sorted(known)}")
+        return replace(self, **overrides)
 
 
-def initial_pseudo_tokens(n: int, num_pseudo_tokens: int, width: int, seed: int = 0, index_offset: int = 0) -> Tensor:
-    """N(0, 0.02) initial pseudo tokens (n, R, width); sample i depends only on (seed, index_offset + i)."""
-    tokens = torch.empty(n, num_pseudo_tokens, width)
-    generator = torch.Generator()
-    for i in range(n):
-        sample_seed = np.random.SeedSequence([seed, index_offset + i]).generate_state(1, np.uint64)[0]
-        generator.manual_seed(int(sample_seed))
-        tokens[i].normal_(0.0, INIT_STD, generator=generator)
-    return tokens
+OTI_DEFAULTS = InversionConfig()  # the paper: 150 steps, R = 1
+OVI_DEFAULTS = InversionConfig(steps=1000)  # the paper: 1000 steps, R = 1
 
 
-@contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and requires_grad=False for every parameter; both restored on exit."""
-    flags, training = [p.requires_grad for p in model.parameters()], model.training
-    model.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-        model.train(training)
+def _config(config: InversionConfig | None, default: InversionConfig, overrides: dict[str, Any]) -> InversionConfig:
+    if config is not None and not isinstance(config, InversionConfig):
+        raise ValueError(f"config must be an InversionConfig or None, got {type(config).__name__}")
+    return (config or default).updated(**overrides)
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _check_offset(index_offset: int) -> None:
+    if isinstance(index_offset, bool) or not isinstance(index_offset, int) or index_offset < 0:
+        raise ValueError(f"index_offset must be an int >= 0, got {index_offset!r}")
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+# ----------------------------------------------------------------------------------------------------------- OTI/OVI
+def oti(clip: LoadedClip, image_features: Tensor, config: InversionConfig | None = None, *, progress: bool = True,
+        index_offset: int = 0, **overrides: Any) -> InversionResult:
+    """Optimisation-based textual inversion: text-side features (N, D) matching image features (N, D).
+
+    ``config`` (default :data:`OTI_DEFAULTS`) with any field overridden by keyword (``steps=20``). Sample i's initial
+    pseudo tokens depend only on ``(seed, index_offset + i)``, so a chunked run equals a whole one.
+    """
+    cfg = _config(config, OTI_DEFAULTS, overrides)
+    _check_offset(index_offset)
+    _check_features("image_features", image_features)
+    model = _unwrap(clip)
+    tower = _text_tower(model)
+    tmpl = _prepare_text_template(clip, tower, cfg.template, cfg.num_pseudo_tokens)
+    with _frozen(model):
+        with torch.no_grad():  # the template does not change between steps: embed it once
+            base, placeholder_pos = _template_embeddings(tower, tmpl)
+        encode = lambda tokens: _encode_text(tower, tmpl, tokens, base, placeholder_pos)
+        _check_dim("image_features", image_features, encode, (cfg.num_pseudo_tokens, tower.width), "text",
+                   _device(model))
+        return _invert(model, encode, image_features, tower.width, cfg, index_offset, progress, "OTI")
+
+
+def ovi(clip: LoadedClip, text_features: Tensor, config: InversionConfig | None = None, *, progress: bool = True,
+        index_offset: int = 0, **overrides: Any) -> InversionResult:
+    """Optimisation-based visual inversion: image-side features (N, D) matching text features (N, D).
+
+    ``config`` (default :data:`OVI_DEFAULTS`) with any field overridden by keyword; ``template`` is unused.
+    """
+    cfg = _config(config, OVI_DEFAULTS, overrides)
+    _check_offset(index_offset)
+    _check_features("text_features", text_features)
+    model = _unwrap(clip)
+    _, width, num_patches = _vision_parts(model)
+    if cfg.num_pseudo_tokens > num_patches:
+        raise ValueError(
+            f"num_pseudo_tokens must be <= the {num_patches} patches of the image tower, got {cfg.num_pseudo_tokens}"
+        )
+    encode = lambda tokens: encode_image_with_pseudo_tokens(model, tokens)
+    with _frozen(model):
+        _check_dim("text_features", text_features, encode, (cfg.num_pseudo_tokens, width), "image", _device(model))
+        return _invert(model, encode, text_features, width, cfg, index_offset, progress, "OVI")
 
 
 def _invert(
@@ -416,7 +153,8 @@ def _invert(
     encode: Callable[[Tensor], Tensor],
     targets: Tensor,
     width: int,
-    cfg: _Settings,
+    cfg: InversionConfig,
+    index_offset: int,
     progress: bool,
     desc: str,
 ) -> InversionResult:
@@ -425,7 +163,7 @@ def _invert(
     amp_dtype = _autocast_dtype(device)
     n = targets.shape[0]
     targets = F.normalize(targets.float(), dim=-1)
-    init = initial_pseudo_tokens(n, cfg.num_pseudo_tokens, width, cfg.seed, cfg.index_offset)
+    init = initial_pseudo_tokens(n, cfg.num_pseudo_tokens, width, cfg.seed, index_offset)
     steps, record_every, batch_size = cfg.steps, cfg.record_every, cfg.batch_size
     record_steps = list(range(0, steps + 1, record_every)) if record_every else None
     parts: list[InversionResult] = []
@@ -473,75 +211,72 @@ def _invert(
     return InversionResult.concat(parts)
 
 
-def oti(
-    clip: LoadedClip,
-    image_features: Tensor,
-    template: str = "a photo of {}",
-    num_pseudo_tokens: int = 1,
-    steps: int = 150,
-    lr: float = 2e-2,
-    weight_decay: float = 0.01,
-    batch_size: int = 64,
-    seed: int = 0,
-    record_every: int | None = None,
-    progress: bool = True,
-    index_offset: int = 0,
-) -> InversionResult:
-    """Optimisation-based textual inversion: text-side features (N, D) matching image features (N, D)."""
-    cfg = _Settings(num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed, record_every, index_offset)
-    _check_features("image_features", image_features)
-    model = _unwrap(clip)
-    tower = _text_tower(model)
-    tmpl = _prepare_text_template(clip, tower, template, num_pseudo_tokens)
-    with _frozen(model):
-        with torch.no_grad():  # the template does not change between steps: embed it once
-            base, placeholder_pos = _template_embeddings(tower, tmpl)
-        encode = lambda tokens: _encode_text(tower, tmpl, tokens, base, placeholder_pos)
-        _check_dim("image_features", image_features, encode, (num_pseudo_tokens, tower.width), "text", _device(model))
-        return _invert(model, encode, image_features, tower.width, cfg, progress, "OTI")
+
+def initial_pseudo_tokens(n: int, num_pseudo_tokens: int, width: int, seed: int = 0, index_offset: int = 0) -> Tensor:
+    """N(0, 0.02) initial pseudo tokens (n, R, width); sample i depends only on (seed, index_offset + i)."""
+    tokens = torch.empty(n, num_pseudo_tokens, width)
+    generator = torch.Generator()
+    for i in range(n):
+        sample_seed = np.random.SeedSequence([seed, index_offset + i]).generate_state(1, np.uint64)[0]
+        generator.manual_seed(int(sample_seed))
+        tokens[i].normal_(0.0, INIT_STD, generator=generator)
+    return tokens
 
 
-def ovi(
-    clip: LoadedClip,
-    text_features: Tensor,
-    num_pseudo_tokens: int = 1,
-    steps: int = 1000,
-    lr: float = 2e-2,
-    weight_decay: float = 0.01,
-    batch_size: int = 64,
-    seed: int = 0,
-    record_every: int | None = None,
-    progress: bool = True,
-    index_offset: int = 0,
-) -> InversionResult:
-    """Optimisation-based visual inversion: image-side features (N, D) matching text features (N, D)."""
-    cfg = _Settings(num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed, record_every, index_offset)
-    _check_features("text_features", text_features)
-    model = _unwrap(clip)
-    _, width, num_patches = _vision_parts(model)
-    if num_pseudo_tokens > num_patches:
-        raise ValueError(
-            f"num_pseudo_tokens must be <= the {num_patches} patches of the image tower, got {num_pseudo_tokens}"
+
+# ----------------------------------------------------------------------------------------------------------- result
+@dataclass
+class InversionResult:
+    """Inverted features (N, D) L2-normalised on CPU, pseudo tokens (N, R, width), loss curves (N, steps), history.
+
+    ``losses[:, t]`` is each sample's 1 - cos before update t+1; ``history[j]`` (T, N, D) holds the normalised features
+    after ``history_steps[j]`` updates (0 = the initial tokens; the last entry equals ``features`` when
+    ``steps % record_every == 0``).
+    """
+
+    features: Tensor
+    pseudo_tokens: Tensor
+    losses: Tensor
+    history: Tensor | None = None
+    history_steps: list[int] | None = None
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @classmethod
+    def concat(cls, results: list[InversionResult]) -> InversionResult:
+        """Merge results of consecutive chunks along the sample dimension (history along dim 1)."""
+        results = list(results)
+        if not results:
+            raise ValueError("results must hold at least one InversionResult, got an empty list")
+        first = results[0]
+        for r in results[1:]:
+            if r.history_steps != first.history_steps or r.losses.shape[1] != first.losses.shape[1]:
+                raise ValueError(
+                    "results must come from runs with the same steps and record_every; got history_steps "
+                    f"{first.history_steps} vs {r.history_steps}, {first.losses.shape[1]} vs {r.losses.shape[1]} steps"
+                )
+        history = None if first.history is None else torch.cat([r.history for r in results], dim=1)
+        return cls(
+            features=torch.cat([r.features for r in results]),
+            pseudo_tokens=torch.cat([r.pseudo_tokens for r in results]),
+            losses=torch.cat([r.losses for r in results]),
+            history=history,
+            history_steps=None if first.history_steps is None else list(first.history_steps),
         )
-    encode = lambda tokens: encode_image_with_pseudo_tokens(model, tokens)
-    with _frozen(model):
-        _check_dim("text_features", text_features, encode, (num_pseudo_tokens, width), "image", _device(model))
-        return _invert(model, encode, text_features, width, cfg, progress, "OVI")
 
 
-def _check_dim(
-    name: str,
-    features: Tensor,
-    encode: Callable[[Tensor], Tensor],
-    token_shape: tuple[int, int],
-    tower: str,
-    device: torch.device,
-) -> None:
-    """Compare the feature width with the tower's output width, found by encoding one all-zero pseudo token set."""
-    with torch.no_grad():
-        embed_dim = encode(torch.zeros(1, *token_shape, device=device)).shape[-1]
-    if features.shape[1] != embed_dim:
-        raise ValueError(
-            f"{name} must have shape (N, {embed_dim}) to match the model's {tower} embedding, "
-            f"got {tuple(features.shape)}"
-        )
+
+def _check_features(name: str, features: Tensor) -> None:
+    if not isinstance(features, Tensor) or features.dim() != 2:
+        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"{name} must be a tensor of shape (N, embed_dim), got {shape}")
+    if features.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(features.shape)}); expected at least one feature")
+    if not torch.isfinite(features).all():
+        raise ValueError(f"{name} contains NaN or inf values; expected finite features")
+    zero = (features == 0).all(dim=1).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"{name} has {len(zero)} all-zero row(s) (zero norm, e.g. row {zero[0]}): a zero target has "
+                         "no direction to invert; drop those rows or pass the encoder's features")
+

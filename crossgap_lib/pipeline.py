@@ -20,6 +20,7 @@ Every public function here splits its work into chunks of rows and runs them thr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -39,6 +40,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .cache import ChunkStore, cache_key, module_fingerprint, tensor_fingerprint
+from .inversion import OTI_DEFAULTS, OVI_DEFAULTS
+from .inversion import _config as inversion_config
 from .models import LoadedClip
 
 __all__ = [
@@ -51,7 +54,6 @@ __all__ = [
 
 CACHE_VERSION = 1  # bump when the stored layout or the computation changes meaning
 INVERSION_METHODS = ("oti", "ovi")
-_OFFSET_PARAMETER = "index_offset"  # global index of the first target: per-sample seeds stay chunking-independent
 
 # ----------------------------------------------------------------------------------------------------------------------
 # identities
@@ -481,17 +483,6 @@ def _check_features(features: Any, embed_dim: int, name: str) -> torch.Tensor:
     return features.detach().float().cpu().contiguous()
 
 
-def _inversion_parameters(fn: Callable, method: str, inversion_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter of ``fn`` (defaults filled in) except the model, the targets and ``progress``."""
-    signature = inspect.signature(fn)
-    accepted = [p for p in list(signature.parameters.values())[2:]  # after (clip, target features)
-                if p.name != "progress" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(inversion_kwargs) - {p.name for p in accepted})
-    if unknown:
-        raise ValueError(f"unknown {method} parameter(s) {unknown}; expected some of {[p.name for p in accepted]}")
-    return {p.name: inversion_kwargs.get(p.name, p.default) for p in accepted if p.name != _OFFSET_PARAMETER}
-
-
 def _result_rows(result: Any) -> dict[str, torch.Tensor]:
     """An ``InversionResult`` as tensors whose first dimension is the sample (history stored as (N, T, D))."""
     rows = {"features": result.features, "pseudo_tokens": result.pseudo_tokens, "losses": result.losses}
@@ -520,16 +511,17 @@ def invert_dataset(
     cache_dir: str | Path | None = None,
     chunk_size: int = 256,
     progress: bool = True,
-    **inversion_kwargs: Any,
+    config: Any = None,
+    **overrides: Any,
 ):
     """Invert target features (N, D) with ``oti`` (image features -> text pseudo-tokens) or ``ovi`` (the reverse).
 
-    ``inversion_kwargs`` go to :func:`crossgap_lib.inversion.oti` / ``ovi`` (``steps``, ``lr``, ``seed``, ...). Work
-    runs in chunks of ``chunk_size`` samples; each sample's result is independent of the chunking (its random
-    initialisation is drawn from its global index). With ``cache_dir`` the result is keyed by model, weights, method,
-    every inversion parameter (defaults included) and the features' content. Returns an ``InversionResult`` with
-    ``features`` (N, D) L2-normalised, ``pseudo_tokens`` (N, R, width), ``losses`` (N, steps) and, with
-    ``record_every``, ``history`` (T, N, D) and ``history_steps``.
+    ``config``: an :class:`crossgap_lib.inversion.InversionConfig` (default: the method's paper defaults), with any
+    field overridden by keyword (``steps=20``). Work runs in chunks of ``chunk_size`` samples; each sample's result is
+    independent of the chunking (its random initialisation is drawn from its global index). With ``cache_dir`` the
+    result is keyed by model, weights, method, every field of the config and the features' content. Returns an
+    ``InversionResult`` with ``features`` (N, D) L2-normalised, ``pseudo_tokens`` (N, R, width), ``losses``
+    (N, steps) and, with ``record_every``, ``history`` (T, N, D) and ``history_steps``.
     """
     if method not in INVERSION_METHODS:
         raise ValueError(f"method must be one of {INVERSION_METHODS}, got {method!r}")
@@ -540,10 +532,10 @@ def invert_dataset(
     from . import inversion
 
     invert = getattr(inversion, method)
-    parameters = _inversion_parameters(invert, method, inversion_kwargs)
+    parameters = inversion_config(config, OTI_DEFAULTS if method == "oti" else OVI_DEFAULTS, overrides)
 
     def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
-        result = invert(clip, features[start:stop], progress=False, **{_OFFSET_PARAMETER: start}, **parameters)
+        result = invert(clip, features[start:stop], parameters, progress=False, index_offset=start)
         return _result_rows(result)
 
     key_parts = {}
@@ -551,7 +543,7 @@ def invert_dataset(
         key_parts = {  # precision included: inversion autocasts on CUDA like feature extraction
             **_model_identity(clip),
             "method": method,
-            "parameters": parameters,
+            "parameters": dataclasses.asdict(parameters),
             "features": tensor_fingerprint(features),
         }
     rows = _run_chunked(compute, features.shape[0], chunk_size, cache_dir, f"inversion_{method}", key_parts, progress,

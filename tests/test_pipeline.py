@@ -91,16 +91,16 @@ def _fake_invert(clip, targets, num_pseudo_tokens=1, steps=5, lr=2e-2, weight_de
     return FakeInversionResult(F.normalize(mixed, dim=-1), tokens, losses, history, history_steps)
 
 
-def fake_oti(clip, image_features, template="a photo of {}", num_pseudo_tokens=1, steps=5, lr=2e-2,
-             weight_decay=0.01, batch_size=64, seed=0, record_every=None, progress=True, index_offset=0):
-    return _fake_invert(clip, image_features, num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed,
-                        record_every, progress, index_offset, template)
+def fake_oti(clip, image_features, config, *, progress=True, index_offset=0):
+    c = config
+    return _fake_invert(clip, image_features, c.num_pseudo_tokens, c.steps, c.lr, c.weight_decay, c.batch_size,
+                        c.seed, c.record_every, progress, index_offset, c.template)
 
 
-def fake_ovi(clip, text_features, num_pseudo_tokens=1, steps=5, lr=2e-2, weight_decay=0.01, batch_size=64, seed=0,
-             record_every=None, progress=True, index_offset=0):
-    return _fake_invert(clip, text_features, num_pseudo_tokens, steps, lr, weight_decay, batch_size, seed,
-                        record_every, progress, index_offset)
+def fake_ovi(clip, text_features, config, *, progress=True, index_offset=0):
+    c = config
+    return _fake_invert(clip, text_features, c.num_pseudo_tokens, c.steps, c.lr, c.weight_decay, c.batch_size,
+                        c.seed, c.record_every, progress, index_offset)
 
 
 FAKE_CALLS: list[tuple[int, int]] = []
@@ -356,8 +356,10 @@ def test_invert_dataset_validates_input(clip, fake_inversion, tmp_path):
         pipeline.invert_dataset(clip, "ovi")
     with pytest.raises(ValueError, match="finite"):
         pipeline.invert_dataset(clip, "oti", torch.full((2, 16), float("nan")))
-    with pytest.raises(ValueError, match=r"unknown ovi parameter.*\['template'\]"):
-        pipeline.invert_dataset(clip, "ovi", targets(3), template="a photo of {}")
+    with pytest.raises(ValueError, match=r"unknown inversion setting.*\['stepz'\]"):
+        pipeline.invert_dataset(clip, "ovi", targets(3), stepz=3)
+    with pytest.raises(ValueError, match=r"unknown inversion setting.*\['index_offset'\]"):  # chunks set it
+        pipeline.invert_dataset(clip, "oti", targets(3), index_offset=5)
     with pytest.raises(ValueError, match="chunk_size"):
         pipeline.invert_dataset(clip, "oti", targets(3), chunk_size=0)
     not_a_folder = tmp_path / "file"
