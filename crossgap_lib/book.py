@@ -43,6 +43,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path(__file__).resolve().parent
+NOTEBOOKS = ROOT / "notebooks"  # the jupytext notebooks named in profiles.yml's stages
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # figures as cell outputs
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "crossgap_lib")  # the library: for literalinclude
 PROGRESS_ENV = "CROSSGAP_PROGRESS_FILE"  # see crossgap_lib.progress
@@ -477,7 +478,7 @@ def plan_profile(profile: Profile, executed_dir: Path, only: list[str] | None = 
     for stage in profile.stages:
         todo = []
         for name in stage:
-            notebook = ROOT / "notebooks" / f"{name}.py"
+            notebook = NOTEBOOKS / f"{name}.py"
             if not notebook.exists():
                 raise BookError(f"profiles.yml names notebook {name!r} but {notebook} does not exist")
             parameters = resolve_parameters(notebook, profile)
@@ -645,7 +646,7 @@ def profile_model_labels(profile: Profile) -> list[str]:
 
     labels: list[str] = []
     for name in [n for stage in profile.stages for n in stage]:
-        notebook = ROOT / "notebooks" / f"{name}.py"
+        notebook = NOTEBOOKS / f"{name}.py"
         defaults = {k: v for k, v in notebook_parameters(notebook).items() if v is not NOT_LITERAL}
         merged = {**defaults, **resolve_parameters(notebook, profile)}
         if merged.get("SOURCE") in NEEDS_ASSETS:

@@ -22,24 +22,40 @@ PREFETCH_COMMAND = "python -m crossgap_lib.book prefetch --profile paper"
 NEEDS_ASSETS = ("paper",)  # values of SOURCE whose notebooks read real weights and datasets
 
 
-def _names(parameters: dict[str, Any], single: str, plural_suffix: str) -> list[str]:
+def _entries(parameters: dict[str, Any], single: str, plural_suffix: str) -> list[Any]:
     """Values of the parameters named ``single`` or ending in ``plural_suffix``, flattened, in first-seen order."""
-    found: list[str] = []
+    found: dict[str, Any] = {}
     for key, value in parameters.items():
         if key == single or key.endswith(plural_suffix):
-            values = value if isinstance(value, (list, tuple)) else [value]
-            found.extend(str(v) for v in values if v is not None)
-    return list(dict.fromkeys(found))
+            for entry in value if isinstance(value, (list, tuple)) else [value]:
+                if entry is not None:
+                    found.setdefault(repr(entry), entry)
+    return list(found.values())
 
 
-def model_labels(parameters: dict[str, Any]) -> list[str]:
-    """The paper-model labels named by ``MODEL`` and any ``*MODELS`` parameter."""
-    return _names(parameters, "MODEL", "MODELS")
+def model_labels(parameters: dict[str, Any]) -> list[Any]:
+    """The models named by ``MODEL`` and any ``*MODELS`` parameter: paper labels (or model dicts, see paper.py)."""
+    return _entries(parameters, "MODEL", "MODELS")
 
 
 def dataset_names(parameters: dict[str, Any]) -> list[str]:
     """The dataset names named by ``DATASET`` and any ``*DATASETS`` parameter."""
-    return _names(parameters, "DATASET", "DATASETS")
+    return [str(name) for name in _entries(parameters, "DATASET", "DATASETS")]
+
+
+def _model_row(entry: Any) -> tuple[str, str, str]:
+    """``(label, open_clip name, pretrained tag or checkpoint file)`` of a model entry; ValueError if unknown."""
+    try:
+        from .paper import model_settings
+    except ImportError:  # the older layout: experiments.paper_models
+        from .experiments import paper_models
+
+        if not isinstance(entry, str):
+            raise ValueError(f"model {entry!r}: expected one of the paper's labels") from None
+        model = paper_models([entry])[0]
+    else:
+        model = model_settings(entry)
+    return model.label, model.open_clip_name, model.pretrained
 
 
 def find_weights(arch: str, tag: str) -> tuple[str | None, list[str]]:
@@ -90,34 +106,39 @@ def find_tokenizer(arch: str) -> tuple[bool, str | None]:
     return models._hf_cached_file(hf_name, ["tokenizer_config.json"]) is not None, hf_name
 
 
-def _missing_models(labels: list[str]) -> list[str]:
+def _missing_models(entries: list[Any]) -> list[str]:
     from . import models
-    from .experiments import paper_models
 
-    known = [m.label for m in paper_models()]
-    messages = [f"model {label!r}: not one of the paper's models {known} (check the MODEL/MODELS parameters)"
-                for label in labels if label not in known]
-    for model in paper_models([label for label in labels if label in known]):
+    messages = []
+    for entry in entries:
         try:
-            arch = models.resolve_model_name(model.open_clip_name)
+            label, name, pretrained = _model_row(entry)
+            arch = models.resolve_model_name(name)
         except ValueError as err:
-            messages.append(f"weights of {model.label}: {err}")
+            messages.append(f"model {entry!r}: {err} (check the MODEL/MODELS parameters)")
             continue
-        path, looked = find_weights(arch, model.pretrained)
-        if path is None:
-            messages.append(
-                f"weights of {model.label} ({arch}, tag {model.pretrained}): not found (looked in {'; '.join(looked)})."
-                f" Provide them with `{PREFETCH_COMMAND}` once on a machine with network (fills the caches), or put "
-                f"the file in ${models.WEIGHTS_ENV} as {arch}__{model.pretrained}.safetensors (or .pt, .pth, .bin)"
-            )
+        if pretrained.endswith((*models.WEIGHT_SUFFIXES, ".ckpt")):  # a checkpoint file, not a tag
+            folder = os.environ.get(models.WEIGHTS_ENV)
+            if not (os.path.isfile(pretrained) or (folder and (Path(folder).expanduser() / pretrained).is_file())):
+                where = f"${models.WEIGHTS_ENV}={folder}" if folder else f"${models.WEIGHTS_ENV} (not set)"
+                messages.append(f"checkpoint of {label} ({arch}): {pretrained} not found in {where}. Provide it: put "
+                                f"the file in the folder named by ${models.WEIGHTS_ENV}, or give its full path")
+        else:
+            path, looked = find_weights(arch, pretrained)
+            if path is None:
+                messages.append(
+                    f"weights of {label} ({arch}, tag {pretrained}): not found (looked in {'; '.join(looked)}). "
+                    f"Provide them with `{PREFETCH_COMMAND}` once on a machine with network (fills the caches), or "
+                    f"put the file in ${models.WEIGHTS_ENV} as {arch}__{pretrained}.safetensors (or .pt, .pth, .bin)"
+                )
         present, hf_name = find_tokenizer(arch)
         if not present:
             messages.append(
-                f"tokenizer of {model.label} (Hugging Face {hf_name}): not found in ${models.WEIGHTS_ENV}/"
+                f"tokenizer of {label} (Hugging Face {hf_name}): not found in ${models.WEIGHTS_ENV}/"
                 f"{hf_name.replace('/', '__')}/ nor in the Hugging Face cache. Provide it with `{PREFETCH_COMMAND}` "
                 f"once with network, or save it there with open_clip.get_tokenizer({arch!r}).save_pretrained(...)"
             )
-    return messages
+    return list(dict.fromkeys(messages))
 
 
 def _missing_datasets(names: list[str], root: Any) -> list[str]:
