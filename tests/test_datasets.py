@@ -524,3 +524,71 @@ def test_generated_dataset_is_re_exported_lazily_and_unknown_names_fail():
     assert ds.shapes is shapes and ds.make_shapes is shapes.make_shapes and ds.ShapesConfig is shapes.ShapesConfig
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ds.nope  # noqa: B018
+
+
+# ------------------------------------------------------------------------------ malformed files and replaced images
+def test_fingerprint_notices_an_image_replaced_in_place(tmp_path):
+    folder = make_cub(tmp_path)
+    before = ds.load_dataset("cub", root=tmp_path, split="test")
+    fingerprint = before.fingerprint()
+    path = before.paths[0]
+    stat = path.stat()
+    jpeg(path, 7)  # same path, same label, new pixels
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # coarse file-system clocks
+    assert ds.load_dataset("cub", root=tmp_path, split="test").fingerprint() != fingerprint
+    assert (folder / "images.txt").is_file()
+
+
+def test_malformed_gnd_pickles_are_format_errors_naming_the_file(tmp_path):
+    folder = make_revisited(tmp_path)
+    gnd = folder / "gnd_roxford5k.pkl"
+    good = gnd.read_bytes()
+    for content, problem in [(b"", "empty"), (good[: len(good) // 2], "truncated or malformed"),
+                             (b"this is not a pickle at all", "truncated or malformed")]:
+        gnd.write_bytes(content)
+        with pytest.raises(ds.base.DatasetFormatError, match=rf"gnd_roxford5k.pkl.*{problem}.*download it again"):
+            ds.load_dataset("roxford5k", root=tmp_path, split="query")
+    with open(gnd, "wb") as f:
+        pickle.dump({"imlist": [], "qimlist": ["q"], "gnd": ["not a dict"]}, f)
+    with pytest.raises(ds.base.DatasetFormatError, match=r"gnd_roxford5k.pkl: gnd\[0\] should be a dict"):
+        ds.load_dataset("roxford5k", root=tmp_path, split="query")
+
+
+@pytest.mark.parametrize(
+    "file, line, match",
+    [
+        ("images.txt", "7\n", r"images.txt, line 7: expected 2 whitespace-separated fields, got 1"),
+        ("image_class_labels.txt", "7 two\n", r"image_class_labels.txt, line 7: field 2 should be an integer"),
+        ("classes.txt", "x 003.Bird\n", r"classes.txt, line 3: field 1 should be an integer"),
+    ],
+)
+def test_malformed_cub_line_names_the_file_and_line(tmp_path, file, line, match):
+    folder = make_cub(tmp_path)
+    with open(folder / file, "a", encoding="utf-8") as f:
+        f.write(line)
+    with pytest.raises(ds.base.DatasetFormatError, match=match) as info:
+        ds.load_dataset("cub", root=tmp_path)
+    assert "download it again" in str(info.value) and "images.txt" in str(info.value)  # the fix and the layout
+
+
+def test_truncated_or_malformed_split_json_is_a_format_error(tmp_path):
+    folder = tmp_path / "dtd"
+    jpeg(folder / "images" / "a" / "1.jpg")
+    table = json.dumps({"train": [["a/1.jpg", 0, "a"]], "val": [], "test": [["a/1.jpg", 0, "a"]]})
+    write(folder / "split_zhou_DescribableTextures.json", table[:-9])
+    with pytest.raises(ds.base.DatasetFormatError, match=r"split_zhou_DescribableTextures.json, line 1: invalid JSON"):
+        ds.load_dataset("dtd", root=tmp_path)
+    write(folder / "split_zhou_DescribableTextures.json", json.dumps({"train": [], "test": [["a/1.jpg", 0]]}))
+    with pytest.raises(ds.base.DatasetFormatError, match=r"'test'\[0\] should be \[relative_path, label, classname\]"):
+        ds.load_dataset("dtd", root=tmp_path)
+
+
+def test_malformed_text_files_are_format_errors(tmp_path):
+    write(tmp_path / "coco" / "dataset_coco.json", '{"images": [')
+    with pytest.raises(ds.base.DatasetFormatError, match="dataset_coco.json, line 1: invalid JSON"):
+        ds.load_dataset("coco", root=tmp_path)
+    make_nanobeir(tmp_path / "NanoNFCorpus")
+    with open(tmp_path / "NanoNFCorpus" / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"_id": "d4", "text": \n')
+    with pytest.raises(ds.base.DatasetFormatError, match=r"corpus.jsonl, line 4: invalid JSON"):
+        ds.load_dataset("nanonfcorpus", root=tmp_path, split="corpus")

@@ -8,6 +8,7 @@ Image datasets never decode an image before it is asked for; text datasets hold 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -32,6 +33,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class CorruptImageError(OSError):
     """An image file exists but cannot be decoded; the message names the file."""
+
+
+class DatasetFormatError(ValueError):
+    """An index, split or ground-truth file exists but cannot be parsed; the message names the file, the line where
+    there is one, what is wrong and how to fix it (with the expected layout)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,26 @@ def not_found(spec: DatasetSpec, looked_at: Path | None, problem: str) -> Datase
     """Error naming the dataset, the path looked at, what is wrong, the expected layout and the source."""
     where = f"at {looked_at}" if looked_at is not None else f"(no root= given and ${DATA_ENV} is not set)"
     return DatasetNotFoundError(f"{spec.title} ({spec.name!r}) not usable {where}: {problem}.\n{spec.describe()}")
+
+
+def bad_format(spec: DatasetSpec, path: PathLike, problem: str, line: int | None = None) -> DatasetFormatError:
+    """Error naming the dataset, the file (and 1-based line), the problem, the fix, the expected layout and source."""
+    where = f"{path}, line {line}" if line is not None else f"{path}"
+    return DatasetFormatError(
+        f"{spec.title} ({spec.name!r}): cannot parse {where}: {problem}. The file is truncated, corrupt or in another "
+        f"format: repair it or download it again from the source below.\n{spec.describe()}"
+    )
+
+
+def read_json(spec: DatasetSpec, path: PathLike) -> Any:
+    """``json.load`` of a dataset file; a truncated or malformed file is a :class:`DatasetFormatError` with the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise bad_format(spec, path, f"invalid JSON ({err.msg}, column {err.colno})", err.lineno) from err
+    except UnicodeDecodeError as err:
+        raise bad_format(spec, path, f"not UTF-8 text ({err.reason} at byte {err.start})") from err
 
 
 def locate(spec: DatasetSpec, root: PathLike | None) -> Path:
@@ -222,8 +248,19 @@ class ImageDataset(Dataset):
         return bad_paths
 
     def fingerprint(self) -> str:
-        """Hash of dataset name, split, relative paths and labels (no image is read)."""
-        rows = [f"{p}\t{y}" for p, y in zip(self.relative_paths, self.labels.tolist())]
+        """Hash of dataset name, split, relative paths, labels and each file's size and modification time.
+
+        No image is decoded (one ``stat`` per file): like a build tool, an image replaced in place (same path, new
+        pixels) changes the fingerprint, so cached features keyed by it are recomputed. A missing file hashes as
+        such. Content that changes while keeping both size and mtime (e.g. ``touch -r``) is not noticed.
+        """
+        rows = []
+        for p, y in zip(self.relative_paths, self.labels.tolist()):
+            try:
+                st = os.stat(self.root / p)
+                rows.append(f"{p}\t{y}\t{st.st_size}\t{st.st_mtime_ns}")
+            except OSError:
+                rows.append(f"{p}\t{y}\tmissing")
         return _hash_lines([self.name, self.split, *rows])
 
     def describe(self) -> str:

@@ -7,23 +7,48 @@ classname]`` rows; the table ``SPLIT_JSON_SETS``), FGVC-Aircraft variant lists, 
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 from pathlib import Path
 
 from PIL import Image
 
-from .base import DatasetSpec, ImageDataset, PathLike, not_found
-from .safe_pickle import load_pickle_safely
+from .base import DatasetSpec, ImageDataset, PathLike, bad_format, not_found, read_json
+from .safe_pickle import UnsafePickleError, load_pickle_safely
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 COOP_DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 
 
-def _read_rows(path: Path, n_fields: int) -> list[list[str]]:
-    """Whitespace-separated rows; the last field keeps its inner spaces."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip().split(maxsplit=n_fields - 1) for line in f if line.strip()]
+def _read_rows(
+    spec: DatasetSpec, path: Path, n_fields: int, ints: tuple[int, ...] = (), header: str | None = None
+) -> list[list]:
+    """Whitespace-separated rows of ``n_fields`` (the last keeps its inner spaces); fields at ``ints`` become int.
+
+    A first line starting with ``header`` is skipped. A line with too few fields or a non-integer where an int is
+    expected is a :class:`DatasetFormatError` naming the file and the line.
+    """
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                text = line.strip()
+                if not text or (number == 1 and header is not None and text.startswith(header)):
+                    continue
+                fields: list = text.split(maxsplit=n_fields - 1)
+                if len(fields) != n_fields:
+                    raise bad_format(spec, path, f"expected {n_fields} whitespace-separated fields, got "
+                                                 f"{len(fields)} in {text[:80]!r}", number)
+                for k in ints:
+                    try:
+                        fields[k] = int(fields[k])
+                    except ValueError:
+                        raise bad_format(spec, path, f"field {k + 1} should be an integer, got {fields[k]!r}",
+                                         number) from None
+                rows.append(fields)
+    except UnicodeDecodeError as err:
+        raise bad_format(spec, path, f"not UTF-8 text ({err.reason} at byte {err.start})") from err
+    return rows
 
 
 def _readable(name: str) -> str:
@@ -37,12 +62,16 @@ class CUB(ImageDataset):
     ``images/``."""
 
     def _read_index(self) -> tuple[list[str], list[int], list[str]]:
-        paths = dict(_read_rows(self.root / "images.txt", 2))
-        labels = {i: int(y) - 1 for i, y in _read_rows(self.root / "image_class_labels.txt", 2)}
-        is_train = {i: flag.strip() == "1" for i, flag in _read_rows(self.root / "train_test_split.txt", 2)}
-        classes = sorted((int(i), name) for i, name in _read_rows(self.root / "classes.txt", 2))
+        spec, root = self.spec, self.root
+        paths = {str(i): path for i, path in _read_rows(spec, root / "images.txt", 2, ints=(0,))}
+        labels = {str(i): y - 1 for i, y in _read_rows(spec, root / "image_class_labels.txt", 2, ints=(0, 1))}
+        is_train = {str(i): flag == 1 for i, flag in _read_rows(spec, root / "train_test_split.txt", 2, ints=(0, 1))}
+        classes = sorted((i, name) for i, name in _read_rows(spec, root / "classes.txt", 2, ints=(0,)))
         classnames = [_readable(name.split(".", 1)[-1]) for _, name in classes]  # "001.Black_footed_Albatross"
         keep = {"all": lambda i: True, "train": lambda i: is_train[i], "test": lambda i: not is_train[i]}[self.split]
+        missing = [i for i in paths if i not in is_train] if self.split != "all" else []
+        if missing:
+            raise not_found(self.spec, self.root, f"train_test_split.txt lacks image ids {missing[:3]}")
         ids = sorted((i for i in paths if keep(i)), key=int)
         missing = [i for i in ids if i not in labels]
         if missing:
@@ -57,12 +86,9 @@ class StanfordOnlineProducts(ImageDataset):
         files = {"train": ["Ebay_train.txt"], "test": ["Ebay_test.txt"], "all": ["Ebay_train.txt", "Ebay_test.txt"]}
         paths, labels = [], []
         for file in self._require(*files[self.split]):
-            rows = _read_rows(file, 4)
-            if rows and rows[0][0] == "image_id":
-                rows = rows[1:]
-            for _, class_id, _, path in rows:
+            for _, class_id, _, path in _read_rows(self.spec, file, 4, ints=(1,), header="image_id"):
                 paths.append(path.strip())
-                labels.append(int(class_id) - 1)
+                labels.append(class_id - 1)
         return paths, labels, None  # 22,634 products: no prompt-usable class names
 
 
@@ -85,24 +111,41 @@ class Revisited(ImageDataset):
 
     def _read_index(self) -> tuple[list[str], list[int], None]:
         gnd_path = self.root / self.spec.options["file"]
-        raw = load_pickle_safely(gnd_path)
+        try:
+            raw = load_pickle_safely(gnd_path)
+        except UnsafePickleError:
+            raise  # a refused global: the message already names the file and the object
+        except (pickle.UnpicklingError, EOFError) as err:
+            raise bad_format(self.spec, gnd_path, f"not a readable pickle ({err})") from err
         if not isinstance(raw, dict) or not {"imlist", "qimlist", "gnd"} <= set(raw):
-            raise ValueError(f"{gnd_path}: expected a dict with keys 'imlist', 'qimlist', 'gnd'")
-        imlist, qimlist = [str(x) for x in raw["imlist"]], [str(x) for x in raw["qimlist"]]
-        if len(raw["gnd"]) != len(qimlist):
-            raise ValueError(f"{gnd_path}: {len(raw['gnd'])} ground-truth entries for {len(qimlist)} queries")
-        self.gnd = [self._clean_entry(g, len(imlist), gnd_path) for g in raw["gnd"]]
+            found = f"a dict with keys {sorted(map(str, raw))[:5]}" if isinstance(raw, dict) else type(raw).__name__
+            raise bad_format(self.spec, gnd_path, f"expected a dict with keys 'imlist', 'qimlist', 'gnd', got {found}")
+        try:
+            imlist, qimlist, entries = [str(x) for x in raw["imlist"]], [str(x) for x in raw["qimlist"]], raw["gnd"]
+            n_entries = len(entries)
+        except TypeError as err:
+            raise bad_format(self.spec, gnd_path, f"'imlist', 'qimlist' and 'gnd' must be lists ({err})") from err
+        if n_entries != len(qimlist):
+            raise bad_format(self.spec, gnd_path, f"{n_entries} ground-truth entries for {len(qimlist)} queries")
+        self.gnd = [self._clean_entry(self.spec, q, g, len(imlist), gnd_path) for q, g in enumerate(entries)]
         names = qimlist if self.split == "query" else imlist
         return [f"jpg/{n}.jpg" for n in names], [-1] * len(names), None
 
     @staticmethod
-    def _clean_entry(entry: dict, n_gallery: int, source: Path) -> dict:
-        clean = {k: sorted(int(i) for i in entry.get(k, [])) for k in ("easy", "hard", "junk")}
+    def _clean_entry(spec: DatasetSpec, query: int, entry: dict, n_gallery: int, source: Path) -> dict:
+        if not isinstance(entry, dict):
+            raise bad_format(spec, source, f"gnd[{query}] should be a dict with 'easy', 'hard', 'junk', got "
+                                           f"{type(entry).__name__}")
+        try:
+            clean = {k: sorted(int(i) for i in entry.get(k, [])) for k in ("easy", "hard", "junk")}
+            bbx = entry.get("bbx")
+            box = None if bbx is None or len(bbx) != 4 else tuple(float(v) for v in bbx)
+        except (TypeError, ValueError) as err:
+            raise bad_format(spec, source, f"gnd[{query}] holds a non-numeric index list or box ({err})") from err
         bad = [i for k in clean for i in clean[k] if not 0 <= i < n_gallery]
         if bad:
-            raise ValueError(f"{source}: gallery index {bad[0]} out of range [0, {n_gallery})")
-        bbx = entry.get("bbx")
-        clean["bbx"] = None if bbx is None or len(bbx) != 4 else tuple(float(v) for v in bbx)
+            raise bad_format(spec, source, f"gnd[{query}]: gallery index {bad[0]} out of range [0, {n_gallery})")
+        clean["bbx"] = box
         return clean
 
     def _open(self, index: int) -> Image.Image:
@@ -119,16 +162,21 @@ class SplitJson(ImageDataset):
     def _read_index(self) -> tuple[list[str], list[int], list[str]]:
         split_file, image_dir = self.spec.options["file"], self.spec.options["image_dir"]
         path = self.root / split_file
-        with open(path, encoding="utf-8") as f:
-            table = json.load(f)
+        table = read_json(self.spec, path)
         if not isinstance(table, dict) or self.split not in table:
             raise not_found(self.spec, self.root, f"{split_file} has no {self.split!r} list")
         names: dict[int, str] = {}
-        for rows in table.values():
-            for _, label, classname in rows:
-                names.setdefault(int(label), _readable(classname))
+        for part, rows in table.items():
+            for k, row in enumerate(rows if isinstance(rows, list) else [rows]):
+                if not (isinstance(row, (list, tuple)) and len(row) == 3 and isinstance(row[0], str)):
+                    raise bad_format(self.spec, path, f"{part!r}[{k}] should be [relative_path, label, classname], "
+                                                      f"got {str(row)[:80]}")
+                try:
+                    names.setdefault(int(row[1]), _readable(str(row[2])))
+                except (TypeError, ValueError):
+                    raise bad_format(self.spec, path, f"{part!r}[{k}] has a non-integer label {row[1]!r}") from None
         if sorted(names) != list(range(len(names))):
-            raise ValueError(f"{path}: labels are not 0..{len(names) - 1}")
+            raise bad_format(self.spec, path, f"labels are not 0..{len(names) - 1}")
         rows = table[self.split]
         prefix = f"{image_dir}/" if image_dir else ""
         return [prefix + p for p, _, _ in rows], [int(y) for _, y, _ in rows], [names[i] for i in range(len(names))]
@@ -143,7 +191,7 @@ class FGVCAircraft(ImageDataset):
             variants = [line.strip() for line in f if line.strip()]
         index = {v: i for i, v in enumerate(variants)}
         (split_file,) = self._require(f"images_variant_{self.split}.txt")
-        rows = _read_rows(split_file, 2)
+        rows = _read_rows(self.spec, split_file, 2)
         unknown = sorted({v.strip() for _, v in rows} - set(index))
         if unknown:
             raise ValueError(f"{split_file}: variants not in variants.txt: {unknown[:3]}")
@@ -165,11 +213,11 @@ def imagenet_wnids() -> list[str]:
     return list(ImageNetInfo("imagenet-1k").label_names())
 
 
-def _wnids_and_names(folder: Path) -> tuple[list[str], list[str]]:
+def _wnids_and_names(spec: DatasetSpec, folder: Path) -> tuple[list[str], list[str]]:
     """``classnames.txt`` (``<wnid> <name>`` per line, CoOp) when present, else the built-in wnids and names."""
     file = folder / "classnames.txt"
     if file.is_file():
-        rows = _read_rows(file, 2)
+        rows = _read_rows(spec, file, 2)
         return [w for w, _ in rows], [n.strip() for _, n in rows]
     return imagenet_wnids(), imagenet_classnames()
 
@@ -200,7 +248,7 @@ class ImageFolders(ImageDataset):
 
     def _read_index(self) -> tuple[list[str], list[int], list[str]]:
         image_dir = self.spec.options["image_dirs"][self.split]
-        wnids, names = _wnids_and_names(self.root)
+        wnids, names = _wnids_and_names(self.spec, self.root)
         listing = _list_class_folders(self.spec, self.root / image_dir)
         if self.spec.options.get("folder_names", "wnid") == "index":
             to_label = {str(i): i for i in range(len(wnids))}

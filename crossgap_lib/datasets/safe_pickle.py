@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 import pickle
+import struct
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,10 @@ except ImportError:  # pragma: no cover - numpy 1.x
 
 class UnsafePickleError(pickle.UnpicklingError):
     """The pickle names a global outside the allowed containers / numpy array helpers."""
+
+
+class CorruptPickleError(pickle.UnpicklingError):
+    """The file is empty, truncated or not a pickle at all; the message names the file."""
 
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
@@ -77,6 +82,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_pickle_safely(path: str | os.PathLike) -> Any:
-    """Unpickle ``path`` allowing only dict/list/tuple/set/str/bytes/numbers and numpy arrays, dtypes and scalars."""
+    """Unpickle ``path`` allowing only dict/list/tuple/set/str/bytes/numbers and numpy arrays, dtypes and scalars.
+
+    Raises :class:`UnsafePickleError` for a refused global and :class:`CorruptPickleError` (both
+    ``pickle.UnpicklingError``) for an empty, truncated or malformed file, each naming the file.
+    """
     with open(path, "rb") as f:
-        return _RestrictedUnpickler(f, str(path)).load()
+        if os.fstat(f.fileno()).st_size == 0:
+            raise CorruptPickleError(f"{path}: the file is empty (0 bytes), not a pickle; download it again")
+        try:
+            return _RestrictedUnpickler(f, str(path)).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                OverflowError, struct.error, UnicodeDecodeError, MemoryError) as err:
+            raise CorruptPickleError(
+                f"{path}: truncated or malformed pickle ({type(err).__name__}: {err}); download the file again"
+            ) from err

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .base import DatasetSpec, TextDataset, not_found
+from .base import DatasetSpec, TextDataset, bad_format, not_found, read_json
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -60,18 +60,25 @@ class KarpathyCaptions(TextDataset):
     """
 
     def _read(self):
-        with open(self.root / self.spec.options["file"], encoding="utf-8") as f:
-            images = json.load(f)["images"]
+        path = self.root / self.spec.options["file"]
+        table = read_json(self.spec, path)
+        images = table.get("images") if isinstance(table, dict) else None
+        if not isinstance(images, list):
+            raise bad_format(self.spec, path, "expected a dict with an 'images' list")
         base, _, part = self.split.partition("_")
         wanted = {"train": ("train", "restval")}.get(base, (base,))
-        chosen = [
-            (
-                image["imgid"],
-                [(s.get("sentid", f"{image['imgid']}_{k}"), s["raw"]) for k, s in enumerate(image["sentences"])],
-            )
-            for image in images
-            if image["split"] in wanted
-        ]
+        try:
+            chosen = [
+                (
+                    image["imgid"],
+                    [(s.get("sentid", f"{image['imgid']}_{k}"), s["raw"]) for k, s in enumerate(image["sentences"])],
+                )
+                for image in images
+                if image["split"] in wanted
+            ]
+        except (KeyError, TypeError, AttributeError) as err:
+            raise bad_format(self.spec, path, f"an image entry lacks {err} (each needs 'split', 'imgid' and "
+                                              "'sentences' with 'raw')") from err
         if not chosen:
             raise not_found(self.spec, self.root, f"{self.spec.options['file']} has no images in split {base!r}")
         texts, labels, ids = _caption_split(chosen, part)
@@ -83,11 +90,18 @@ class NoCapsCaptions(TextDataset):
     ``{"images": [...], "annotations": [{"image_id", "id", "caption"}]}``."""
 
     def _read(self):
-        with open(self.root / self.spec.options["file"], encoding="utf-8") as f:
-            annotations = json.load(f)["annotations"]
+        path = self.root / self.spec.options["file"]
+        table = read_json(self.spec, path)
+        annotations = table.get("annotations") if isinstance(table, dict) else None
+        if not isinstance(annotations, list):
+            raise bad_format(self.spec, path, "expected a dict with an 'annotations' list")
         by_image: dict[int, list[tuple[Any, str]]] = {}
-        for a in annotations:  # images keep the order of their first caption; captions keep file order
-            by_image.setdefault(int(a["image_id"]), []).append((a.get("id", len(by_image)), a["caption"]))
+        for k, a in enumerate(annotations):  # images keep the order of their first caption; captions keep file order
+            try:
+                by_image.setdefault(int(a["image_id"]), []).append((a.get("id", len(by_image)), a["caption"]))
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise bad_format(self.spec, path, f"annotations[{k}] needs an integer 'image_id' and a 'caption' "
+                                                  f"({type(err).__name__}: {err})") from err
         _, _, part = self.split.partition("_")
         texts, labels, ids = _caption_split(by_image.items(), part)
         return texts, labels, ids, None
@@ -151,11 +165,21 @@ def _parquet_engine() -> str | None:
     return None
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _read_records(path: Path, spec: DatasetSpec | None = None) -> list[dict[str, Any]]:
     """Rows of a ``.jsonl``, ``.parquet`` or ``.tsv`` (BEIR qrels) table as dicts."""
     if path.suffix == ".jsonl":
+        rows = []
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    if spec is None:
+                        raise ValueError(f"{path}, line {number}: invalid JSON ({err.msg})") from err
+                    raise bad_format(spec, path, f"invalid JSON ({err.msg}, column {err.colno})", number) from err
+        return rows
     if path.suffix == ".tsv":
         with open(path, encoding="utf-8", newline="") as f:
             return list(csv.DictReader(f, delimiter="\t"))
@@ -183,17 +207,25 @@ class NanoBEIR(TextDataset):
         for pattern in self.PATTERNS:
             files = sorted(self.root.glob(pattern.format(p=part)))
             if files:
-                return [row for file in files for row in _read_records(file)]
+                return [row for file in files for row in _read_records(file, self.spec)]
         raise not_found(self.spec, self.root, f"missing {part} ({part}.jsonl, {part}/*.parquet or {part}/*.tsv)")
 
     def _read(self):
-        rows = self._part("queries" if self.split == "queries" else "corpus")
+        part = "queries" if self.split == "queries" else "corpus"
+        rows = self._part(part)
         qrels: dict[str, set[str]] = defaultdict(set)
-        for row in self._part("qrels"):
-            if float(row.get("score", 1)) > 0:
-                qrels[str(row["query-id"])].add(str(row["corpus-id"]))
+        for k, row in enumerate(self._part("qrels")):
+            try:
+                if float(row.get("score", 1)) > 0:
+                    qrels[str(row["query-id"])].add(str(row["corpus-id"]))
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                problem = f"row {k} needs 'query-id', 'corpus-id' and a numeric 'score' ({type(err).__name__}: {err})"
+                raise bad_format(self.spec, self.root / "qrels", problem) from err
         self.qrels = dict(qrels)
-        return [str(r["text"]).strip() for r in rows], [-1] * len(rows), [r["_id"] for r in rows], None
+        try:
+            return [str(r["text"]).strip() for r in rows], [-1] * len(rows), [r["_id"] for r in rows], None
+        except (KeyError, TypeError) as err:
+            raise bad_format(self.spec, self.root / part, f"every row needs '_id' and 'text' (missing {err})") from err
 
     def relevance(self, corpus: NanoBEIR) -> torch.Tensor:
         """Bool (n_queries, n_corpus): query i is relevant to document j (call on the ``queries`` split)."""
