@@ -1,4 +1,8 @@
-"""Sentences and table cells built from measured numbers, so the book's prose never states an effect by hand."""
+"""Sentences and table cells built from measured numbers, so the book's prose never states an effect by hand.
+
+Effects are the dicts of :func:`crossgap_lib.stats.paired_effect` (``mean``, ``low``, ``high``, ``interval``), in the
+values' unit (fractions: shown x100 as points).
+"""
 
 from __future__ import annotations
 
@@ -46,14 +50,78 @@ def agreement(reported_delta: float, low: float, high: float) -> str:
     return "agrees" if (reported_delta > 0) == (measured == "up") else "disagrees"
 
 
-def contrast_table(contrasts: pd.DataFrame, scale: float = 100.0, digits: int = 1) -> pd.DataFrame:
-    """Format a lab contrasts frame (``crossgap_lib.lab.LabResults.contrasts``) for display: one text column per CI."""
-    frame = contrasts.copy()
-    frame["difference [95% CI over seeds]"] = [
-        ci_text(m, lo, hi, scale, digits)
-        for m, lo, hi in zip(frame["mean_diff"], frame["seed_ci_low"], frame["seed_ci_high"])]
-    frame["[95% bootstrap CI over queries]"] = [
-        ci_text(m, lo, hi, scale, digits)
-        for m, lo, hi in zip(frame["boot_diff"], frame["boot_ci_low"], frame["boot_ci_high"])]
-    numeric = ("mean_diff", "seed_ci_low", "seed_ci_high", "boot_diff", "boot_ci_low", "boot_ci_high", "per_seed")
-    return frame.drop(columns=[c for c in numeric if c in frame])
+def effect_text(effect: dict, scale: float = 100.0, digits: int = 1) -> str:
+    """``"+1.2 [0.4, 2.0] (t-interval over 3 seeds)"``."""
+    return f"{ci_text(effect['mean'], effect['low'], effect['high'], scale, digits)} ({effect['interval']})"
+
+
+def effect_sentence(what: str, effect: dict, scale: float = 100.0, unit: str = "points", digits: int = 1) -> str:
+    """:func:`verdict` for an effect dict, naming its interval."""
+    return verdict(what, effect["mean"], effect["low"], effect["high"], scale, unit, digits,
+                   interval=f"95% CI, {effect['interval']}")
+
+
+def agreement_sentence(reported_delta: float, low: float, high: float, what: str = "its analogue") -> str:
+    """``"The paper reports +2.7 points for its analogue: the measured interval agrees in sign."``"""
+    sign = None if any(math.isnan(v) for v in (low, high)) else agreement(reported_delta, low, high)
+    tail = {"agrees": "the measured interval agrees in sign.",
+            "disagrees": "the measured interval has the opposite sign.",
+            "inconclusive": "the measured interval includes zero, so it cannot confirm or contradict the sign.",
+            None: "there is no measured interval to compare."}[sign]
+    return f"The paper reports {reported_delta:+.1f} points for {what}: {tail}"
+
+
+def trend_sentence(what: str, fit: dict, scale: float = 100.0, unit: str = "points", digits: int = 1,
+                   up: str = "the gain grows with the gap", down: str = "the gain shrinks as the gap grows") -> str:
+    """The fitted slope of :func:`crossgap_lib.stats.fit_line` with its t-interval, and its direction."""
+    text = (f"The slope of {what} is {ci_text(fit['slope'], fit['slope_low'], fit['slope_high'], scale, digits)} "
+            f"{unit} (95% t-interval, n = {fit['n']}, r = {fit['r']:.2f})")
+    trend = direction(fit["slope"], fit["slope_low"], fit["slope_high"])
+    return text + {"up": f": the interval lies above zero, so {up}.",
+                   "down": f": the interval lies below zero, so {down}.",
+                   "none": ": the interval includes zero, so no trend is detectable."}[trend]
+
+
+def claims_table(claims: list, measured: dict, scale: float = 100.0) -> pd.DataFrame:
+    """One row per claim (:func:`crossgap_lib.claims.reported_claims`): the reported effect and its provenance beside
+    the measured effect (:func:`crossgap_lib.claims.measure_claims`), its interval and the sign verdict."""
+    from .claims import PROVENANCE
+
+    rows = []
+    for claim in claims:
+        m = measured.get(claim.key)
+        row = {"claim": claim.claim, "shown in": claim.source, "reported": claim.reported,
+               "provenance": PROVENANCE.get(claim.provenance, claim.provenance), "measured as": claim.measure}
+        if m is None:
+            row.update({"models": "", "measured effect [95% CI]": "not measured", "interval": "",
+                        "verdict": "not measured"})
+        else:
+            unsure = any(math.isnan(m[k]) for k in ("low", "high"))
+            row.update({"models": m["what"], "measured effect [95% CI]": ci_text(m["mean"], m["low"], m["high"], scale),
+                        "interval": m["interval"],
+                        "verdict": "n/a" if unsure else agreement(claim.reported_delta, m["low"], m["high"])})
+        row["key"] = claim.key
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("key")
+
+
+def _lower_first(text: str) -> str:
+    return text if len(text) < 2 or text[1].isupper() else text[0].lower() + text[1:]
+
+
+def discussion(table: pd.DataFrame) -> list[str]:
+    """Sentences summarising a :func:`claims_table`: how many claims agree, disagree or stay inconclusive."""
+    counts = table["verdict"].value_counts()
+    agree, disagree, unclear = (int(counts.get(v, 0)) for v in ("agrees", "disagrees", "inconclusive"))
+    measured = agree + disagree + unclear
+    lines = [(f"Of the {len(table)} claims, {measured} were measured: "
+              f"{agree} {'agrees' if agree == 1 else 'agree'} in direction with the reported effect, "
+              f"{disagree} {'goes' if disagree == 1 else 'go'} the other way and {unclear} "
+              f"{'is' if unclear == 1 else 'are'} inconclusive (the 95% interval includes zero).")]
+    for value, text in (("agrees", "Agreeing in direction"), ("disagrees", "Opposite direction"),
+                        ("inconclusive", "Inconclusive"), ("not measured", "Not measured here")):
+        rows = table[table["verdict"] == value]
+        if len(rows):
+            items = "; ".join(f"{_lower_first(r['claim'])} ({r['shown in']})" for _, r in rows.iterrows())
+            lines.append(f"{text}: {items}.")
+    return lines

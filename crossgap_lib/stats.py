@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from scipy import stats as scipy_stats
 
-__all__ = ["format_ci", "mean_ci", "paired_bootstrap_ci", "seed_ci"]
+__all__ = ["fit_line", "mean_ci", "paired_bootstrap_ci", "paired_effect", "peak_test", "seed_ci", "welch_difference"]
 
 
 def _as_values(name: str, values: Any) -> torch.Tensor:
@@ -87,8 +88,113 @@ def paired_bootstrap_ci(
     return float(diff.mean()), low, high
 
 
-def format_ci(mean: float, low: float, high: float, scale: float = 100, digits: int = 1, signed: bool = True) -> str:
-    """'+1.2 [0.4, 2.0]': mean and interval times ``scale``, the mean with its sign when ``signed``."""
-    sign = "+" if signed else ""
-    m, lo, hi = (v * scale for v in (mean, low, high))
-    return f"{m:{sign}.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+def paired_effect(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]], n_boot: int = 2000,
+                  confidence: float = 0.95) -> dict:
+    """Mean of a - b on paired per-query values, with the book's one interval rule.
+
+    ``a[s][k]`` / ``b[s][k]``: per-query values (Q,) of seed s on dataset k (NaN: a skipped query). The effect is the
+    mean over seeds of each seed's average over datasets of the mean paired difference. Interval: a t-interval over
+    seeds when there are at least two; else a t-interval over datasets when there are at least two; else a paired
+    bootstrap over the queries of the one dataset. ``interval`` says which, ``per_seed`` / ``per_dataset`` hold the
+    parts. Returns fractions (or whatever unit the values have).
+    """
+    if len(a) != len(b) or not a or any(len(x) != len(y) or not x for x, y in zip(a, b)):
+        raise ValueError("a and b must be non-empty lists (seeds) of equally long non-empty lists (datasets)")
+    per_cell = [[float(torch.nanmean(torch.as_tensor(x, dtype=torch.float64) - torch.as_tensor(y, dtype=torch.float64)))
+                 for x, y in zip(xs, ys)] for xs, ys in zip(a, b)]
+    per_seed = [sum(cells) / len(cells) for cells in per_cell]
+    n_seeds, n_datasets = len(a), len(a[0])
+    n_queries = int(sum(torch.as_tensor(x).numel() for x in a[0]))
+    if n_seeds >= 2:
+        mean, low, high = mean_ci(per_seed, confidence)
+        interval = f"t-interval over {n_seeds} seeds"
+    elif n_datasets >= 2:
+        mean, low, high = mean_ci(per_cell[0], confidence)
+        interval = f"t-interval over {n_datasets} datasets"
+    else:
+        mean, low, high = paired_bootstrap_ci(a[0][0], b[0][0], n_boot=n_boot, seed=0, confidence=confidence)
+        interval = f"bootstrap over {n_queries} queries"
+    return {"mean": mean, "low": low, "high": high, "interval": interval, "n_seeds": n_seeds,
+            "n_datasets": n_datasets, "n_queries": n_queries, "per_seed": per_seed,
+            "per_dataset": [sum(c[k] for c in per_cell) / n_seeds for k in range(n_datasets)]}
+
+
+def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1) -> dict:
+    """Does OTI retrieval peak before the last step and then decay? ``ap`` (T, Q): per-query AP along the steps.
+
+    Picking the peak on the queries that measure it would make "last - peak" negative by construction, so the peak
+    step is chosen on one half of the queries (even / odd positions) and the decay measured on the other (cross-fitted,
+    both ways). Only steps >= ``min_step`` can be the peak (step 0 holds the initial, not yet optimised tokens).
+    Returns ``mean`` (AP at the last step minus AP at the peak chosen on the other half) with a paired bootstrap
+    interval over queries (``low``, ``high``), and ``peak_step``, ``peak_mAP``, ``final_step``, ``final_mAP`` of the
+    curve on all queries.
+    """
+    ap = torch.as_tensor(ap, dtype=torch.float64)
+    if ap.ndim != 2 or ap.shape[0] != len(steps) or ap.shape[1] < 2:
+        raise ValueError(f"ap must be (T={len(steps)}, Q>=2), got {tuple(ap.shape)}")
+    keep = [i for i, step in enumerate(steps) if step >= min_step]
+    if not keep:
+        raise ValueError(f"no recorded step is >= min_step={min_step}: {steps}")
+    ap, steps = ap[keep], [steps[i] for i in keep]
+    halves = [torch.arange(0, ap.shape[1], 2), torch.arange(1, ap.shape[1], 2)]
+    final, at_peak = torch.empty(ap.shape[1], dtype=torch.float64), torch.empty(ap.shape[1], dtype=torch.float64)
+    for choose, measure in (halves, halves[::-1]):
+        peak = int(torch.nan_to_num(torch.nanmean(ap[:, choose], dim=1), nan=-1.0).argmax())
+        final[measure] = ap[-1, measure]
+        at_peak[measure] = ap[peak, measure]
+    mean, low, high = paired_bootstrap_ci(final, at_peak, n_boot=n_boot, seed=0)
+    curve = torch.nanmean(ap, dim=1)
+    peak = int(torch.nan_to_num(curve, nan=-1.0).argmax())
+    return {"mean": mean, "low": low, "high": high, "interval": f"bootstrap over {ap.shape[1]} queries",
+            "n_seeds": 1, "n_datasets": 1, "n_queries": int(ap.shape[1]), "peak_step": steps[peak],
+            "peak_mAP": float(curve[peak]), "final_step": steps[-1], "final_mAP": float(curve[-1])}
+
+
+def welch_difference(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Difference of means mean(a) - mean(b) of two independent samples (e.g. one value per training seed of two
+    settings) with a Welch t-interval: (diff, low, high); NaN bounds when either sample has fewer than 2 values."""
+    a = torch.as_tensor(list(a), dtype=torch.float64)
+    b = torch.as_tensor(list(b), dtype=torch.float64)
+    if a.numel() == 0 or b.numel() == 0:
+        raise ValueError("welch_difference needs at least one value in each sample")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    diff = float(a.mean() - b.mean())
+    if a.numel() < 2 or b.numel() < 2:
+        return diff, math.nan, math.nan
+    va, vb = float(a.var()) / a.numel(), float(b.var()) / b.numel()
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (a.numel() - 1) + vb ** 2 / (b.numel() - 1))
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=df)) * se
+    return diff, diff - half, diff + half
+
+
+def fit_line(x: Iterable[float], y: Iterable[float], confidence: float = 0.95, n_boot: int = 2000,
+             seed: int = 0) -> dict:
+    """Least-squares line y = intercept + slope * x with a t-interval of the slope (``scipy.stats.linregress``) and a
+    percentile bootstrap interval over points (resamples with constant x are redrawn from the rest)."""
+    x = torch.as_tensor(list(x), dtype=torch.float64)
+    y = torch.as_tensor(list(y), dtype=torch.float64)
+    if x.shape != y.shape or x.numel() < 3:
+        raise ValueError(f"need paired x and y with at least 3 points, got {x.numel()} and {y.numel()}")
+    if float(x.std()) == 0.0:
+        raise ValueError("x is constant: no slope can be fitted")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    fit = scipy_stats.linregress(x.numpy(), y.numpy())
+    n = x.numel()
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 2)) * fit.stderr
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, n, (n_boot, n), generator=generator)
+    bx, by = x[index], y[index]
+    bx_c = bx - bx.mean(1, keepdim=True)
+    var = (bx_c ** 2).sum(1)
+    ok = var > 1e-12 * float(x.var())
+    slopes = (bx_c * (by - by.mean(1, keepdim=True))).sum(1)[ok] / var[ok]
+    alpha = (1 - confidence) / 2
+    boot_low, boot_high = torch.quantile(slopes, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "slope_low": float(fit.slope) - half,
+            "slope_high": float(fit.slope) + half, "boot_low": boot_low, "boot_high": boot_high,
+            "r": float(fit.rvalue), "p": float(fit.pvalue), "n": int(n)}

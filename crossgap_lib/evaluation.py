@@ -1,0 +1,726 @@
+"""One evaluation protocol for every source of models and data: the evidence every page of the book reads.
+
+A *source* says where models and datasets come from; :func:`evaluate` runs the same protocol on any of them and
+returns an :class:`Evidence`, the single stored result every page reads (no page retrains, reloads or recomputes):
+
+- ``lab``: tiny CLIPs trained here (:mod:`crossgap_lib.train`) on the built-in generated dataset (one dataset,
+  ``shapes``, serving every task), several training settings x seeds;
+- ``paper``: the paper's models (``settings.csv``, weights from the open_clip cache or ``$CROSSGAP_WEIGHTS``) on its
+  datasets (``$CROSSGAP_DATA``), one released model per row;
+- ``dryrun``: the ``paper`` source with the paper's real architectures and *random* weights written as local
+  checkpoints, on miniature copies of every dataset in its real on-disk format (:mod:`crossgap_lib.dryrun`), on CPU.
+
+Per model (and seed), the protocol measures on every image dataset: intra-modal image->image retrieval, OTI->image,
+the post-hoc baselines (mean centering, shift along the gap, the critique's text-span projections) and the class
+prompt->image baseline; on every text dataset: text->text and OVI->text; on every zero-shot dataset: image vs class
+prompts (inter-modal) and OTI vs class prompts (intra-modal); the modality gap on paired image-text features; and,
+on one model and dataset, the OTI curve along the optimisation steps. Per-query values are kept for every
+comparison, so every difference on every page gets its interval from :mod:`crossgap_lib.stats`.
+
+Sources are plain dicts (the ``sources`` of ``profiles.yml``), so a notebook parameter names or holds one::
+
+    evidence = evaluate(load_source("lab-smoke"))
+    evidence = evaluate({"kind": "paper", "models": ["CLIP B/32"], "image_datasets": ["cub"]}, device="cuda")
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import gap, metrics, pipeline
+from .cache import atomic_save, cache_key, default_cache_root, safe_load
+from .inversion import InversionConfig
+
+EVIDENCE_VERSION = 1  # bump when a change alters what a source computes (invalidates stored evidence)
+KINDS = ("lab", "paper", "dryrun")
+PROMPT = "a photo of a {}."  # zero-shot prompt (CLIP's; per-dataset templates are issue #11's)
+IMAGE_METHODS = ("intra", "oti", "center", "shift", "prompt")  # plus one "pca_<name>" per text-span vocabulary
+TEXT_METHODS = ("intra", "ovi")
+ZERO_SHOT_METHODS = ("inter", "oti")
+REVISITED = ("roxford5k", "rparis6k")
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+@dataclass
+class ModelEntry:
+    """One model the protocol evaluates: a row on every page."""
+
+    label: str  # lab setting name or paper model label
+    family: str  # "clip" | "slip" | "soft" | "siglip": which of the paper's claims the row speaks to
+    seed: int
+    oti: InversionConfig
+    ovi: InversionConfig
+    load: Callable[[str], Any]  # device -> LoadedClip
+    temperature: float | None = None  # a fixed training temperature (Table 4 rows); None: learnt
+    info: dict = field(default_factory=dict)  # e.g. the lab's training curves
+
+
+@dataclass
+class ImageTask:
+    """Image->image retrieval on one dataset: query and gallery images, and texts that stand for the gallery."""
+
+    dataset: str
+    queries: Any
+    gallery: Any
+    exclude_self: bool
+    classnames: list[str] | None
+    gallery_texts: list[str] | None = None  # a text per gallery image (lab: its caption); None: class prompts
+    query_texts: list[str] | None = None  # a text per query image (lab: its caption), for the modality gap
+    gnd: list[dict] | None = None  # revisited Oxford/Paris relevance
+
+
+@dataclass
+class TextTask:
+    """Text->text retrieval on one dataset (relevance: equal labels)."""
+
+    dataset: str
+    query_texts: list[str]
+    query_labels: torch.Tensor
+    gallery_texts: list[str]
+    gallery_labels: torch.Tensor
+
+
+@dataclass
+class ZeroShotTask:
+    """Zero-shot classification of one dataset's images against one prompt per class."""
+
+    dataset: str
+    images: Any
+    classnames: list[str]
+
+
+def _lab_families(loss: str) -> str:
+    return {"clip": "clip", "intra": "slip", "soft": "soft"}.get(loss, loss)
+
+
+def load_source(source: str | dict, profiles_path: str | Path | None = None) -> dict:
+    """A source dict: ``source`` itself (a dict) or the entry of that name under ``sources`` in ``profiles.yml``."""
+    if isinstance(source, dict):
+        spec = copy.deepcopy(source)
+    elif isinstance(source, str):
+        import yaml
+
+        path = Path(profiles_path) if profiles_path is not None else _profiles_path()
+        sources = (yaml.safe_load(path.read_text()) or {}).get("sources", {})
+        if source not in sources:
+            raise ValueError(f"source {source!r} is not defined under 'sources' in {path}; defined: {sorted(sources)}"
+                             " (or pass a dict with a 'kind' of " + ", ".join(KINDS) + ")")
+        spec = copy.deepcopy(sources[source])
+        spec.setdefault("name", source)
+    else:
+        raise ValueError(f"source must be a name in profiles.yml or a dict, got {type(source).__name__}")
+    if spec.get("kind") not in KINDS:
+        raise ValueError(f"source {spec.get('name', spec)!r}: 'kind' must be one of {KINDS}, got {spec.get('kind')!r}")
+    spec.setdefault("name", spec["kind"])
+    return spec
+
+
+def _profiles_path() -> Path:
+    here = Path(__file__).resolve().parent.parent / "profiles.yml"
+    if here.exists():
+        return here
+    cwd = Path.cwd() / "profiles.yml"
+    if cwd.exists():
+        return cwd
+    raise FileNotFoundError("profiles.yml not found next to crossgap_lib or in the working directory; pass the "
+                            "source as a dict instead of a name")
+
+
+class _LabSource:
+    """Tiny CLIPs trained on the generated dataset: every setting x seed of a :class:`crossgap_lib.lab.LabConfig`."""
+
+    def __init__(self, spec: dict, cache_dir: Path | None, progress: bool):
+        from .lab import LabConfig
+
+        self.config = LabConfig.from_dict({**spec.get("lab", {}),
+                                           **({"cache_dir": str(cache_dir)} if cache_dir is not None else {})})
+        self.config.progress = progress
+        self.spec = spec
+
+    def key_parts(self) -> dict:
+        return {"lab": self.config.key()}
+
+    def models(self) -> list[ModelEntry]:
+        from .train import train_clip
+
+        c = self.config
+        oti, ovi = c.inversion("oti"), c.inversion("ovi")
+        entries = []
+        for setting in c.settings:
+            for seed in c.seeds:
+                train_config = c.train_config(setting, seed)
+
+                def load(device: str, _tc=train_config):
+                    trained = train_clip(_tc, progress=c.progress)
+                    return trained.load(device=device), {
+                        "losses": trained.losses, "logit_scales": trained.logit_scales,
+                        "train_seconds": trained.train_seconds, "steps": trained.steps}
+
+                entries.append(ModelEntry(setting["name"], _lab_families(train_config.loss), seed, oti, ovi, load,
+                                          temperature=setting.get("temperature"),
+                                          info={"loss": train_config.loss, "data": setting.get("data", {})}))
+        return entries
+
+    def _shapes(self, clip, setting_data: dict):
+        from .datasets.shapes import make_shapes
+
+        size = clip.model.visual.image_size
+        c = self.config
+        data = {"image_size": int(size[0] if isinstance(size, (tuple, list)) else size), **c.data,
+                **c.train.get("data", {}), **setting_data}
+        return (make_shapes("test", n=c.n_test, config=data, seed=c.data_seed),
+                make_shapes("train", n=c.n_gallery, config=data, seed=c.data_seed))
+
+    def tasks(self, clip, entry: ModelEntry) -> dict:
+        c = self.config
+        test, gallery = self._shapes(clip, entry.info.get("data", {}))
+        first = [caps[0] for caps in test.captions]
+        gallery_first = [caps[0] for caps in gallery.captions]
+        image = ImageTask("shapes", test, gallery, False, list(test.class_names), gallery_texts=gallery_first,
+                          query_texts=first)
+        n_ovi = len(first) if c.ovi_queries is None else min(c.ovi_queries, len(first))
+        text = TextTask("shapes", first[:n_ovi], test.labels[:n_ovi], gallery_first, gallery.labels)
+        return {"image": [image], "text": [text], "zero_shot": [ZeroShotTask("shapes", test, list(test.class_names))],
+                "gap": image, "prompt": c.prompt_template,
+                "spans": {"pca_prompts": test.prompts(c.prompt_template), "pca_captions": gallery_first},
+                "pca_components": c.pca_components}
+
+    def curve(self) -> dict | None:
+        curve = self.config.oti_curve
+        if curve is None:
+            return None
+        return {"model": curve["setting"], "seed": curve["seed"], "dataset": "shapes",
+                "num_pseudo_tokens": list(curve["num_pseudo_tokens"]), "steps": curve["steps"],
+                "record_every": curve["record_every"], "queries": curve["queries"]}
+
+    def describe(self) -> dict:
+        c = self.config
+        return {"kind": "lab", "model": c.model, "seeds": list(c.seeds), "n_test": c.n_test, "n_gallery": c.n_gallery,
+                "settings": copy.deepcopy(c.settings)}
+
+
+class _PaperSource:
+    """The paper's models and datasets (or, for ``dryrun``, random-weight checkpoints on miniature datasets)."""
+
+    def __init__(self, spec: dict, cache_dir: Path | None, progress: bool):
+        from . import paper
+
+        self.spec, self.progress = spec, progress
+        self.cache_dir = cache_dir
+        self.data_root = spec.get("data_root")
+        self.weights_root = None
+        if spec["kind"] == "dryrun":
+            from . import dryrun
+
+            root = Path(spec.get("root") or (cache_dir or default_cache_root()) / "dryrun")
+            datasets = sorted({*spec.get("image_datasets", []), *spec.get("text_datasets", []),
+                               *spec.get("zero_shot_datasets", [])})
+            self.data_root = str(dryrun.write_miniature_datasets(root / "data", datasets=datasets, progress=progress))
+            labels = [m if isinstance(m, str) else m["label"] for m in spec.get("models", [])]
+            base = [paper.model_settings(label).weights_label for label in labels]
+            self.weights = dryrun.write_random_checkpoints(root / "weights", models=sorted(set(base)))
+        self.rows = [paper.model_settings(m, self.spec.get("inversion")) for m in spec.get("models", [])]
+
+    def key_parts(self) -> dict:
+        return {"models": [asdict(r) for r in self.rows], "data_root": str(self.data_root)}
+
+    def models(self) -> list[ModelEntry]:
+        from . import paper
+
+        entries = []
+        for row in self.rows:
+            def load(device: str, _row=row):
+                path = self.weights.get(_row.weights_label) if self.spec["kind"] == "dryrun" else None
+                return paper.load_model(_row, device=device, weights_path=path), {}
+
+            entries.append(ModelEntry(row.label, row.family, row.seed, row.oti, row.ovi, load,
+                                      temperature=row.temperature, info={"open_clip_name": row.open_clip_name,
+                                                                          "pretrained": row.pretrained}))
+        return entries
+
+    def _subset(self, n: int, exclude_self: bool) -> torch.Tensor | None:
+        limit = self.spec.get("max_queries")
+        if limit is None or limit >= n:
+            return None
+        return torch.sort(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit]).values
+
+    def tasks(self, clip, entry: ModelEntry) -> dict:
+        from .datasets import imagenet_classnames, load_dataset, retrieval_protocol, zero_shot_split
+
+        root = self.data_root
+        images = []
+        for name in self.spec.get("image_datasets", []):
+            query_split, gallery_split, exclude_self = retrieval_protocol(name)
+            queries = load_dataset(name, root=root, split=query_split)
+            gallery = queries if gallery_split == query_split else load_dataset(name, root=root, split=gallery_split)
+            images.append(ImageTask(name, queries, gallery, exclude_self, queries.classnames or None,
+                                    gnd=getattr(queries, "gnd", None)))
+        texts = []
+        for name in self.spec.get("text_datasets", []):
+            query_split, gallery_split, _ = retrieval_protocol(name)
+            queries = load_dataset(name, root=root, split=query_split)
+            gallery = load_dataset(name, root=root, split=gallery_split)
+            limit = self.spec.get("ovi_queries")
+            n = len(queries.texts) if limit is None else min(limit, len(queries.texts))
+            texts.append(TextTask(name, queries.texts[:n], queries.labels[:n], gallery.texts, gallery.labels))
+        zero_shot = []
+        for name in self.spec.get("zero_shot_datasets", []):
+            samples = load_dataset(name, root=root, split=zero_shot_split(name))
+            if not samples.classnames:
+                raise ValueError(f"dataset {name!r} has no class names, so it cannot be used for zero-shot; remove "
+                                 "it from the source's zero_shot_datasets")
+            zero_shot.append(ZeroShotTask(name, samples, list(samples.classnames)))
+        n_vocabulary = int(self.spec.get("span_vocabulary", 1000))
+        vocabulary = [PROMPT.format(c) for c in imagenet_classnames()[:n_vocabulary]]
+        gap_task = next((t for t in images if t.classnames), images[0] if images else None)
+        return {"image": images, "text": texts, "zero_shot": zero_shot, "gap": gap_task, "prompt": PROMPT,
+                "spans": {"pca_vocabulary": vocabulary}, "pca_components": self.spec.get("pca_components")}
+
+    def curve(self) -> dict | None:
+        curve = self.spec.get("curve")
+        if not curve:
+            return None
+        return {"seed": 0, "queries": None, **curve}
+
+    def describe(self) -> dict:
+        return {"kind": self.spec["kind"], "models": [r.label for r in self.rows],
+                "image_datasets": list(self.spec.get("image_datasets", [])),
+                "text_datasets": list(self.spec.get("text_datasets", [])),
+                "zero_shot_datasets": list(self.spec.get("zero_shot_datasets", [])),
+                "max_queries": self.spec.get("max_queries"), "data_root": str(self.data_root)}
+
+
+def _open_source(spec: dict, cache_dir: Path | None, progress: bool):
+    return _LabSource(spec, cache_dir, progress) if spec["kind"] == "lab" else _PaperSource(spec, cache_dir, progress)
+
+
+# ---------------------------------------------------------------------------------------------------- evidence
+@dataclass
+class Evidence:
+    """Everything a run measured. Fractions stay fractions (pages scale them).
+
+    ``values``: tidy frame, one row per model x seed x task x dataset x method x metric. ``per_query``:
+    ``"model|seed|task|dataset"`` -> {method: (Q,) float64 tensor} (AP per query for retrieval, 1/0 per image for
+    zero-shot), the same queries for every method of a key. ``models``: one row per model (label, family,
+    temperature, parameters). ``features``: the first seed's features of each model on the first image dataset (for
+    the figures). ``curve``: the OTI curve. ``training``: per model and seed, training curves (lab only).
+    """
+
+    source: dict
+    models: pd.DataFrame
+    values: pd.DataFrame
+    per_query: dict
+    features: dict
+    curve: dict
+    training: dict
+    timings: dict
+    from_cache: bool = False
+
+    # ----------------------------------------------------------------- lookups
+    @property
+    def labels(self) -> list[str]:
+        """Model labels in source order."""
+        return list(self.models["label"])
+
+    def seeds(self, model: str) -> list[int]:
+        """Seeds evaluated for one model."""
+        return sorted({int(k.split("|")[1]) for k in self.per_query if k.split("|")[0] == model})
+
+    def datasets(self, task: str) -> list[str]:
+        """Datasets of one task, in source order."""
+        rows = self.values[self.values["task"] == task]
+        return list(dict.fromkeys(rows["dataset"]))
+
+    def family(self, model: str) -> str:
+        return str(self.models.set_index("label").loc[model, "family"])
+
+    def queries(self, model: str, task: str, dataset: str, method: str) -> list[torch.Tensor]:
+        """Per-seed per-query values of one model, task, dataset and method."""
+        out = []
+        for seed in self.seeds(model):
+            unit = self.per_query.get(f"{model}|{seed}|{task}|{dataset}")
+            if unit is None or method not in unit:
+                raise KeyError(f"no per-query values for {model!r} seed {seed}, {task}/{dataset}, method {method!r}")
+            out.append(unit[method])
+        return out
+
+    def methods(self, task: str) -> list[str]:
+        """Methods measured on a task."""
+        return list(dict.fromkeys(self.values[self.values["task"] == task]["method"]))
+
+    def metric(self, metric: str, task: str | None = None, method: str | None = None) -> pd.DataFrame:
+        """Rows of ``values`` for one metric (and task / method)."""
+        rows = self.values[self.values["metric"] == metric]
+        if task is not None:
+            rows = rows[rows["task"] == task]
+        if method is not None:
+            rows = rows[rows["method"] == method]
+        return rows
+
+    # ----------------------------------------------------------------- statistics
+    def _cells(self, model: str, task: str, datasets: list[str], method: str) -> list[list[torch.Tensor]]:
+        return [[self.per_query[f"{model}|{seed}|{task}|{d}"][method] for d in datasets] for seed in self.seeds(model)]
+
+    def contrast(self, task: str, a: str, b: str, model: str, model_b: str | None = None,
+                 datasets: list[str] | None = None, n_boot: int = 2000) -> dict:
+        """Method ``a`` minus method ``b`` on the same queries of ``model`` (averaged over ``datasets``, default all
+        of the task's), or, with ``model_b``, that difference on ``model`` minus the same on ``model_b`` (seeds paired
+        in order). A :func:`crossgap_lib.stats.paired_effect` dict (``mean``, ``low``, ``high``, ``interval``...)."""
+        from .stats import paired_effect
+
+        datasets = list(datasets) if datasets is not None else self.datasets(task)
+        if not datasets:
+            raise ValueError(f"the evidence has no {task!r} datasets")
+        for name in (model, model_b):
+            if name is not None and name not in self.labels:
+                raise KeyError(f"model {name!r} is not in the evidence; it has {self.labels}")
+        cells_a, cells_b = self._cells(model, task, datasets, a), self._cells(model, task, datasets, b)
+        if model_b is None:
+            return paired_effect(cells_a, cells_b, n_boot=n_boot)
+        other_a, other_b = self._cells(model_b, task, datasets, a), self._cells(model_b, task, datasets, b)
+        if len(other_a) != len(cells_a):
+            raise ValueError(f"{model!r} has {len(cells_a)} seeds and {model_b!r} {len(other_a)}: cannot pair them")
+        gain = [[x - y for x, y in zip(xs, ys)] for xs, ys in zip(cells_a, cells_b)]
+        gain_b = [[x - y for x, y in zip(xs, ys)] for xs, ys in zip(other_a, other_b)]
+        return paired_effect(gain, gain_b, n_boot=n_boot)
+
+    def contrast_table(self, task: str, a: str, b: str, by_dataset: bool = False, n_boot: int = 2000) -> pd.DataFrame:
+        """One row per model (and dataset, with ``by_dataset``): :meth:`contrast` of ``a`` - ``b``."""
+        rows = []
+        for model in self.labels:
+            for datasets in ([[d] for d in self.datasets(task)] if by_dataset else [None]):
+                try:
+                    effect = self.contrast(task, a, b, model, datasets=datasets, n_boot=n_boot)
+                except KeyError:
+                    continue
+                rows.append({"model": model, "dataset": datasets[0] if datasets else "all", **effect})
+        return pd.DataFrame(rows)
+
+    def model_values(self, metric: str) -> pd.DataFrame:
+        """One row per model and seed of a per-model metric (``task == "model"``: gap, logit scale, R@1)."""
+        rows = self.metric(metric, task="model")
+        return rows[["model", "seed", "value"]].reset_index(drop=True)
+
+    def means(self, task: str, metric: str = "mAP") -> pd.DataFrame:
+        """Mean over seeds of ``metric`` per model, dataset and method (fractions)."""
+        rows = self.metric(metric, task=task)
+        return rows.groupby(["model", "dataset", "method"], sort=False)["value"].mean().reset_index()
+
+    # ----------------------------------------------------------------- storage
+    def to_state(self) -> dict:
+        state = {k: getattr(self, k) for k in ("source", "per_query", "features", "curve", "training", "timings")}
+        state["models"] = self.models.to_dict(orient="list")
+        state["values"] = self.values.to_dict(orient="list")
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict, from_cache: bool = True) -> Evidence:
+        rest = {k: state[k] for k in ("source", "per_query", "features", "curve", "training", "timings")}
+        return cls(models=pd.DataFrame(state["models"]), values=pd.DataFrame(state["values"]), **rest,
+                   from_cache=from_cache)
+
+
+# ---------------------------------------------------------------------------------------------------- protocol
+def _ap(query: torch.Tensor, gallery: torch.Tensor, query_labels, gallery_labels, exclude_self: bool) -> dict:
+    return metrics.retrieval_scores(query, gallery, query_labels, gallery_labels, exclude_self=exclude_self,
+                                    per_query=True)
+
+
+def _revisited_ap(query: torch.Tensor, gallery: torch.Tensor, gnd: list[dict]) -> dict:
+    """Per-query AP under the Medium protocol (the headline), and mAP for Easy, Medium and Hard."""
+    scores = query @ gallery.T
+    summary = metrics.revisited_map(scores, gnd)
+    per_query = torch.tensor([metrics.revisited_map(scores[i:i + 1], gnd[i:i + 1])["medium"]
+                              for i in range(len(gnd))], dtype=torch.float64)
+    return {"mAP": summary["medium"], "mAP easy": summary["easy"], "mAP medium": summary["medium"],
+            "mAP hard": summary["hard"], "per_query": {"AP": per_query}}
+
+
+def _span(features: torch.Tensor, n_components: int | None) -> gap.TextSpanProjector:
+    k = n_components if n_components is not None else max(1, min(features.shape[1] // 2, features.shape[0] - 1))
+    return gap.fit_text_span(features, n_components=min(k, features.shape[1]))
+
+
+def _image_task(clip, entry: ModelEntry, task: ImageTask, tasks: dict, cache: Path | None, progress: bool,
+                span_features: dict) -> tuple[dict, dict, dict]:
+    """(values by method, per-query by method, features) of one image-retrieval dataset."""
+    query = pipeline.encode_images(clip, task.queries, cache_dir=cache, progress=progress)
+    gallery = query if task.gallery is task.queries else pipeline.encode_images(clip, task.gallery, cache_dir=cache,
+                                                                                progress=progress)
+    oti = pipeline.invert_dataset(clip, "oti", query, config=entry.oti, cache_dir=cache, progress=progress)
+    prompts = None
+    if task.classnames:
+        prompts = pipeline.encode_texts(clip, [tasks["prompt"].format(c) for c in task.classnames], cache_dir=cache,
+                                        progress=progress)
+    if task.gallery_texts is not None:
+        gallery_text = pipeline.encode_texts(clip, task.gallery_texts, cache_dir=cache, progress=progress)
+    else:
+        gallery_text = prompts[task.gallery.labels] if prompts is not None else span_features["texts"]
+    candidates = {"intra": (query, gallery), "oti": (oti.features, gallery)}
+    mean = gallery.mean(0)
+    candidates["center"] = (gap.mean_center(query, mean), gap.mean_center(gallery, mean))
+    image_centroid, text_centroid = gap.centroid(gallery), gap.centroid(gallery_text)
+    candidates["shift"] = (gap.shift_along_gap(query, image_centroid, text_centroid),
+                           gap.shift_along_gap(gallery, image_centroid, text_centroid))
+    for name, texts in span_features["spans"].items():
+        projector = _span(texts if texts is not None else gallery_text, tasks["pca_components"])
+        candidates[name] = (projector.project(query), projector.project(gallery))
+    if prompts is not None and task.gnd is None:
+        candidates["prompt"] = (prompts[task.queries.labels], gallery)
+    values, per_query = {}, {}
+    for method, (q, g) in candidates.items():
+        if task.gnd is not None:
+            scores = _revisited_ap(q, g, task.gnd)
+        else:
+            scores = _ap(q, g, task.queries.labels, task.gallery.labels, task.exclude_self)
+        values[method] = {k: float(v) for k, v in scores.items() if k != "per_query" and not k.startswith("n_")}
+        per_query[method] = scores["per_query"]["AP"].double()
+    features = {"image": query, "gallery": gallery, "oti": oti.features, "labels": task.queries.labels,
+                "gallery_labels": task.gallery.labels, "gallery_text": gallery_text,
+                "text_kind": "caption" if task.gallery_texts is not None else "class prompt",
+                "prompt": prompts, "exclude_self": task.exclude_self, "oti_losses": oti.losses.mean(0),
+                "oti_cos": float((oti.features * query).sum(1).mean())}
+    return values, per_query, features
+
+
+def _text_task(clip, entry: ModelEntry, task: TextTask, cache: Path | None, progress: bool) -> tuple[dict, dict]:
+    query = pipeline.encode_texts(clip, task.query_texts, cache_dir=cache, progress=progress)
+    gallery = pipeline.encode_texts(clip, task.gallery_texts, cache_dir=cache, progress=progress)
+    ovi = pipeline.invert_dataset(clip, "ovi", query, config=entry.ovi, cache_dir=cache, progress=progress)
+    values, per_query = {}, {}
+    for method, q in {"intra": query, "ovi": ovi.features}.items():
+        scores = _ap(q, gallery, task.query_labels, task.gallery_labels, False)
+        values[method] = {k: float(v) for k, v in scores.items() if k != "per_query" and not k.startswith("n_")}
+        per_query[method] = scores["per_query"]["AP"].double()
+    values["ovi"]["cos to target"] = float((ovi.features * query).sum(1).mean())
+    return values, per_query
+
+
+def _zero_shot_task(clip, entry: ModelEntry, task: ZeroShotTask, prompt: str, cache: Path | None,
+                    progress: bool) -> tuple[dict, dict]:
+    classes = pipeline.encode_texts(clip, [prompt.format(c) for c in task.classnames], cache_dir=cache,
+                                    progress=progress)
+    images = pipeline.encode_images(clip, task.images, cache_dir=cache, progress=progress)
+    oti = pipeline.invert_dataset(clip, "oti", images, config=entry.oti, cache_dir=cache, progress=progress)
+    labels = torch.as_tensor(task.images.labels).long()
+    values, per_query = {}, {}
+    for method, samples in {"inter": images, "oti": oti.features}.items():
+        correct = ((samples @ classes.T).argmax(1) == labels).double()
+        values[method] = {"top-1": float(correct.mean())}
+        per_query[method] = correct
+    return values, per_query
+
+
+def _gap_values(clip, task: ImageTask | None, prompt: str, cache: Path | None, progress: bool) -> dict:
+    """Modality gap on paired image and text features: each query image with its caption (lab) or its class prompt."""
+    if task is None:
+        return {}
+    images = pipeline.encode_images(clip, task.queries, cache_dir=cache, progress=progress)
+    if task.query_texts is not None:
+        texts = pipeline.encode_texts(clip, task.query_texts, cache_dir=cache, progress=progress)
+    elif task.classnames:
+        prompts = pipeline.encode_texts(clip, [prompt.format(c) for c in task.classnames], cache_dir=cache,
+                                        progress=progress)
+        texts = prompts[task.queries.labels]
+    else:
+        return {}
+    matched = torch.arange(images.shape[0])
+    pair_labels = matched if task.query_texts is not None else torch.as_tensor(task.queries.labels)
+    cos_mean, _ = gap.matched_cosine(images, texts)
+    return {"gap centroid distance": gap.centroid_distance(images, texts), "gap matched cosine": cos_mean,
+            "image->text R@1": metrics.retrieval_scores(images, texts, pair_labels, pair_labels)["R@1"],
+            "text->image R@1": metrics.retrieval_scores(texts, images, pair_labels, pair_labels)["R@1"]}
+
+
+def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Path | None, progress: bool) -> dict:
+    """Per-query OTI->image AP along the steps for each R; OTI features at the peak and last step of the focus R."""
+    from .dynamics import oti_curve
+
+    query = pipeline.encode_images(clip, task.queries, cache_dir=cache, progress=progress)
+    gallery = query if task.gallery is task.queries else pipeline.encode_images(clip, task.gallery, cache_dir=cache,
+                                                                                progress=progress)
+    query_labels, gallery_labels = torch.as_tensor(task.queries.labels), torch.as_tensor(task.gallery.labels)
+    n = query.shape[0] if curve.get("queries") is None else min(int(curve["queries"]), query.shape[0])
+    query, query_labels = query[:n], query_labels[:n]  # a prefix: with exclude_self, query i stays gallery item i
+    aps, losses, steps, finals = [], [], None, []
+    for r in curve["num_pseudo_tokens"]:
+        config = replace(entry.oti, num_pseudo_tokens=r)
+        result = oti_curve(clip, query, gallery, query_labels, gallery_labels, num_pseudo_tokens=r,
+                           steps=curve["steps"], record_every=curve["record_every"], exclude_self=task.exclude_self,
+                           template=config.template, lr=config.lr, weight_decay=config.weight_decay,
+                           batch_size=config.batch_size, seed=config.seed, cache_dir=cache, progress=progress)
+        aps.append(result.ap.T.double())
+        losses.append(result.loss.double())
+        steps = result.steps
+        finals.append(result.features)
+        intra = result.intra_ap.double()
+    ap = torch.stack(aps)  # (R, T, Q)
+    focus_index = len(curve["num_pseudo_tokens"]) // 2 if curve.get("focus") is None else \
+        curve["num_pseudo_tokens"].index(curve["focus"])
+    focus = curve["num_pseudo_tokens"][focus_index]
+    mean_curve = torch.nanmean(ap[focus_index], dim=1)
+    peak_index = int(torch.argmax(torch.nan_to_num(mean_curve, nan=-1.0)[1:])) + 1 if len(steps) > 1 else 0
+    peak_step = steps[peak_index]
+    at_peak = finals[focus_index]
+    if peak_step != steps[-1] and peak_step > 0:
+        at_peak = pipeline.invert_dataset(clip, "oti", query, config=replace(entry.oti, num_pseudo_tokens=focus,
+                                                                            steps=peak_step),
+                                          cache_dir=cache, progress=progress).features
+    return {"model": entry.label, "seed": entry.seed, "dataset": task.dataset, "num_pseudo_tokens":
+            list(curve["num_pseudo_tokens"]), "steps": list(steps), "AP": ap, "loss": torch.stack(losses),
+            "intra": intra, "focus": focus, "peak_step": peak_step, "features_at_peak": at_peak,
+            "features_last": finals[focus_index], "query": query, "query_labels": query_labels,
+            "gallery": gallery, "gallery_labels": gallery_labels, "exclude_self": task.exclude_self}
+
+
+def _parameters(clip) -> dict:
+    model = clip.model
+    text = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("visual."))
+    visual = sum(p.numel() for p in model.visual.parameters())
+    return {"parameters": visual + text, "image tower parameters": visual, "text side parameters": text}
+
+
+def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, progress: bool,
+                   keep_features: bool) -> dict:
+    """The protocol on one model: values, per-query values, features and training info (a storable dict)."""
+    t0 = time.perf_counter()
+    clip, info = entry.load(device)
+    t1 = time.perf_counter()
+    tasks = source.tasks(clip, entry)
+    spans = {}
+    for name, texts in tasks["spans"].items():
+        spans[name] = pipeline.encode_texts(clip, texts, cache_dir=cache, progress=progress) if texts else None
+    rows, per_query, features = [], {}, {}
+
+    def add(task: str, dataset: str, values: dict) -> None:
+        for method, metrics_ in values.items():
+            for metric, value in metrics_.items():
+                rows.append({"task": task, "dataset": dataset, "method": method, "metric": metric,
+                             "value": float(value)})
+
+    for task in tasks["image"]:
+        span_inputs = {"spans": spans, "texts": next((v for v in spans.values() if v is not None), None)}
+        values, pq, feats = _image_task(clip, entry, task, tasks, cache, progress, span_inputs)
+        add("image", task.dataset, values)
+        per_query[f"image|{task.dataset}"] = pq
+        if keep_features and not features:
+            features = {"dataset": task.dataset, **feats}
+    for task in tasks["text"]:
+        values, pq = _text_task(clip, entry, task, cache, progress)
+        add("text", task.dataset, values)
+        per_query[f"text|{task.dataset}"] = pq
+    for task in tasks["zero_shot"]:
+        values, pq = _zero_shot_task(clip, entry, task, tasks["prompt"], cache, progress)
+        add("zero_shot", task.dataset, values)
+        per_query[f"zero_shot|{task.dataset}"] = pq
+    model_values = _gap_values(clip, tasks["gap"], tasks["prompt"], cache, progress)
+    model_values["logit scale"] = float(clip.model.logit_scale.detach().exp())
+    add("model", tasks["gap"].dataset if tasks["gap"] is not None else "-", {"model": model_values})
+    return {"rows": rows, "per_query": per_query, "features": features, "training": info,
+            "parameters": _parameters(clip), "seconds": {"load": t1 - t0, "evaluate": time.perf_counter() - t1},
+            "clip": clip, "tasks": tasks}
+
+
+def evidence_key(spec: dict, source) -> str:
+    """Cache key of a source's evidence: the source dict and what its models and data are."""
+    return cache_key(kind="evidence", version=EVIDENCE_VERSION, spec={k: v for k, v in spec.items()
+                                                                       if k not in ("name",)},
+                     **source.key_parts())
+
+
+def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | None = None,
+             progress: bool = True) -> Evidence:
+    """Run the protocol on every model of a source (a name in ``profiles.yml`` or a dict); cached and resumable.
+
+    Each model's result is saved when done, so an interrupted run resumes; the whole evidence is saved at the end and a
+    second call with the same source returns it from the cache (``from_cache=True``).
+    """
+    spec = load_source(source)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    opened = _open_source(spec, cache, progress)
+    folder = cache / "evidence" / evidence_key(spec, opened)
+    result_path = folder / "evidence.pt"
+    state = safe_load(result_path) if result_path.exists() else None
+    if isinstance(state, dict) and "values" in state:
+        return Evidence.from_state(state)
+
+    threads = torch.get_num_threads()
+    if spec["kind"] == "lab":
+        torch.set_num_threads(opened.config.num_threads)
+    try:
+        return _evaluate(spec, opened, folder, result_path, device, cache, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, cache: Path,
+              progress: bool) -> Evidence:
+    from tqdm.auto import tqdm
+
+    from .progress import report_progress
+
+    started = time.perf_counter()
+    entries = opened.models()
+    curve_spec = opened.curve()
+    rows, per_query, features, training, model_rows = [], {}, {}, {}, {}
+    timings = {"load": 0.0, "evaluate": 0.0, "curve": 0.0}
+    curve: dict = {}
+    bar = tqdm(entries, desc=f"evaluate {spec['name']}", unit="model", disable=not progress)
+    for i, entry in enumerate(bar):
+        unit_path = folder / "units" / f"{i:03d}.pt"
+        unit = safe_load(unit_path) if unit_path.exists() else None
+        wants_curve = curve_spec is not None and entry.label == curve_spec.get("model", entries[0].label) \
+            and entry.seed == curve_spec.get("seed", entry.seed)
+        first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
+        if unit is None or (wants_curve and "curve" not in unit):
+            result = evaluate_model(entry, opened, device, cache, progress, keep_features=first_seed)
+            clip, tasks = result.pop("clip"), result.pop("tasks")
+            if wants_curve:
+                t0 = time.perf_counter()
+                task = next((t for t in tasks["image"] if t.dataset == curve_spec.get("dataset", t.dataset)), None)
+                if task is None:
+                    raise ValueError(f"the OTI curve's dataset {curve_spec.get('dataset')!r} is not among the source's "
+                                     f"image datasets {[t.dataset for t in tasks['image']]}")
+                result["curve"] = _oti_curve(clip, entry, task, curve_spec, cache, progress)
+                result["seconds"]["curve"] = time.perf_counter() - t0
+            unit = result
+            atomic_save(unit, unit_path)
+        for row in unit["rows"]:
+            rows.append({"model": entry.label, "seed": entry.seed, "family": entry.family, **row})
+        for key, value in unit["per_query"].items():
+            per_query[f"{entry.label}|{entry.seed}|{key}"] = value
+        if first_seed:
+            features[entry.label] = unit["features"]
+        if unit.get("training"):
+            training.setdefault(entry.label, {})[entry.seed] = unit["training"]
+        if "curve" in unit:
+            curve = unit["curve"]
+        model_rows.setdefault(entry.label, {"label": entry.label, "family": entry.family,
+                                            "temperature": entry.temperature, **unit["parameters"],
+                                            **{k: v for k, v in entry.info.items() if isinstance(v, (str, int, float))},
+                                            "seeds": 0})
+        model_rows[entry.label]["seeds"] += 1
+        for k, v in unit["seconds"].items():
+            timings[k] = timings.get(k, 0.0) + v
+        elapsed = time.perf_counter() - started
+        left = elapsed / (i + 1) * (len(entries) - i - 1)
+        report_progress(f"evaluate {spec['name']}: model {i + 1}/{len(entries)} ({entry.label}, seed {entry.seed}) "
+                        f"done, ~{left / 60:.1f} min left")
+    evidence = Evidence(source={**spec, "resolved": opened.describe()}, models=pd.DataFrame(list(model_rows.values())),
+                        values=pd.DataFrame(rows), per_query=per_query, features=features, curve=curve,
+                        training=training, timings={**timings, "total": time.perf_counter() - started})
+    atomic_save(evidence.to_state(), result_path)
+    return evidence
+
+
+def fraction(metric: str) -> bool:
+    """Whether a metric is a fraction in [0, 1] (shown x100 as points)."""
+    return not (metric.startswith("gap") or metric in ("logit scale", "cos to target"))
