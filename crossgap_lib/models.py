@@ -326,13 +326,15 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            # torch words its refusal "Unsupported global: GLOBAL x.y ..." (2.4-2.5) or "Trying to load unsupported
+            # GLOBAL x.y whose module x is blocked" (2.6+); both name the callable the pickle would run
+            found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), flags=re.IGNORECASE)
             if found is None:  # not a pickle torch can parse at all
                 raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint (unreadable pickle); {expected}") from exc
             raise ValueError(
-                f"{str(path)!r} was refused by torch.load(weights_only=True): it holds the Python object "
-                f"{found.group(1)}, not only tensors and plain containers; {expected}. If you trust the file, "
-                f"re-save its state dict: torch.save(obj['state_dict'], 'clean.pt')."
+                f"{str(path)!r} refused: it holds {found.group(1)}, a Python callable that torch.load would run "
+                f"(weights_only=True allows only tensors and plain containers); {expected}. If you trust the file, "
+                f"re-save its state dict: torch.save(torch.load(path, weights_only=False)['state_dict'], 'clean.pt')."
             ) from exc
         except Exception as exc:
             raise ValueError(
@@ -491,13 +493,37 @@ def quiet_random_init() -> Iterator[None]:
         root.removeFilter(keep)
 
 
+_ACCELERATORS = ("cuda", "mps", "xpu")
+
+
+def _accelerator(kind: str) -> tuple[str, bool, int]:
+    """(availability check as written in messages, available, number of visible devices) of an accelerator type."""
+    if kind == "mps":
+        backend, check = getattr(torch.backends, "mps", None), "torch.backends.mps.is_available()"
+    else:
+        backend, check = getattr(torch, kind, None), f"torch.{kind}.is_available()"
+    available = bool(backend is not None and backend.is_available())
+    count = int(backend.device_count()) if available and hasattr(backend, "device_count") else int(available)
+    return check, available, count
+
+
 def _check_device(device: str | torch.device) -> str:
+    """The device as a string; ``ValueError`` for a malformed name, an unsupported type, an accelerator that is not
+    available or an index past the visible devices."""
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device: {device!r} is not a torch device string (expected e.g. 'cpu', 'cuda:0')") from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but torch.cuda.is_available() is False; use device='cpu'")
+    if parsed.type == "cpu":
+        return str(parsed)
+    if parsed.type not in _ACCELERATORS:
+        raise ValueError(f"device: {device!r} has type {parsed.type!r}; expected 'cpu' or one of {list(_ACCELERATORS)}")
+    check, available, count = _accelerator(parsed.type)
+    if not available:
+        raise ValueError(f"device: {device!r} requested but {check} is False; use device='cpu'")
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(f"device: {device!r} requested but only {count} {parsed.type} device(s) are visible "
+                         f"(indices 0..{count - 1}); use e.g. device='{parsed.type}:0'")
     return str(parsed)
 
 

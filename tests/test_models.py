@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -154,6 +155,29 @@ def test_precision_and_device_arguments():
             load_clip("crossgap-micro", device="cuda")
 
 
+@pytest.mark.parametrize(
+    "device, match",
+    [
+        ("mps", r"device: 'mps' requested but torch.backends.mps.is_available\(\) is False; use device='cpu'"),
+        ("xpu:0", r"device: 'xpu:0' requested but torch.xpu.is_available\(\) is False; use device='cpu'"),
+        ("meta", r"device: 'meta' has type 'meta'; expected 'cpu' or one of"),
+    ],
+)
+def test_unavailable_accelerators_get_the_same_clear_error_as_cuda(device, match, monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=match):
+        load_clip("crossgap-micro", device=device)
+
+
+def test_device_index_past_the_visible_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device: 'cuda:3' requested but only 1 cuda device\(s\) are visible"):
+        load_clip("crossgap-micro", device="cuda:3")
+
+
 # ------------------------------------------------------------------------------------------------ weight lookup
 
 
@@ -267,11 +291,20 @@ class _Payload:
         return (_record_execution, ("unpickled",))
 
 
+class _RunsShell:
+    def __reduce__(self):
+        return (os.system, ("echo unpickled",))
+
+
 def test_weights_only_refuses_arbitrary_objects(tmp_path):
     torch.save({"state_dict": _micro_state_dict(0), "hook": _Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match=r"evil\.pt.*weights_only=True"):
+    with pytest.raises(ValueError, match=r"evil\.pt' refused: it holds \S*_record_execution, .*re-save its state"):
         load_clip("crossgap-micro", pretrained=tmp_path / "evil.pt")
     assert _EXECUTED == []
+    # torch >= 2.6 words a blocked module differently ("unsupported GLOBAL posix.system whose module ... is blocked")
+    torch.save({"state_dict": _micro_state_dict(0), "hook": _RunsShell()}, tmp_path / "shell.pt")
+    with pytest.raises(ValueError, match=r"shell\.pt' refused: it holds (posix|nt|os)\.system, .*re-save its state"):
+        load_clip("crossgap-micro", pretrained=tmp_path / "shell.pt")
 
 
 def test_non_checkpoint_files_are_named(tmp_path):
