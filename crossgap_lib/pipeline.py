@@ -6,8 +6,11 @@ Every public function here splits its work into chunks of rows and runs them thr
   is always asked for explicitly). Pass a folder (``crossgap_lib.cache.default_cache_root()`` honours
   ``$CROSSGAP_CACHE``) to store results under ``<cache_dir>/<kind>/<key>/`` with
   :class:`crossgap_lib.cache.ChunkStore`; ``key`` hashes everything the result depends on (model name, weight
-  identity, preprocessing or tokenizer, the input's content, every parameter). A second call with the same key loads
-  ``result.pt``; a changed parameter gives a new key.
+  identity, preprocessing or tokenizer, the input, every parameter). The input is hashed by content for texts,
+  feature tensors, image tensors and datasets without a ``fingerprint()`` method (every image is decoded once); a
+  dataset with ``fingerprint()`` is trusted to return it (the on-disk loaders hash paths, labels and each file's size
+  and modification time, so an image replaced in place gives a new key). A second call with the same key loads
+  ``result.pt``; a changed parameter gives a new key. Non-finite inputs or features are an error, never cached.
 - **Resuming.** Each chunk is saved atomically when done, so a killed run loses at most the chunk in flight; a rerun
   computes only the missing chunks. A corrupt chunk is recomputed with a warning, never used.
 - **Sharding.** Under ``torchrun``, once the script has called ``torch.distributed.init_process_group()``, rank
@@ -101,7 +104,8 @@ def dataset_fingerprint(dataset: Any, progress: bool = False) -> str:
     """Identity of a dataset's images: ``dataset.fingerprint()`` if it has one, else a hash of every image.
 
     The fallback reads (decodes) every item once, i.e. costs about one pass over the dataset; give large datasets a
-    ``fingerprint()`` method (e.g. a hash of file names and sizes) to avoid it. A tensor dataset is hashed by content.
+    ``fingerprint()`` method (e.g. a hash of file names, sizes and modification times, as the on-disk loaders of
+    :mod:`crossgap_lib.datasets` do) to avoid it. A tensor dataset is hashed by content.
     """
     if isinstance(dataset, torch.Tensor):
         return "tensor:" + tensor_fingerprint(dataset)
@@ -337,6 +341,17 @@ def _check_positive(value: Any, name: str) -> int:
     return value
 
 
+def _finite_features(features: torch.Tensor, caller: str, items: str, start: int) -> torch.Tensor:
+    """``features`` (n, D) if all finite, else a ``ValueError`` naming the first bad rows (nothing gets cached)."""
+    bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()
+    if bad.numel():
+        rows = [start + int(i) for i in bad[:3]]
+        raise ValueError(f"{caller}: the model returned NaN/inf features for {bad.numel()} of {items} "
+                         f"{start}..{start + features.shape[0] - 1} (e.g. {rows}); nothing was cached. Check those "
+                         "inputs and the model's weights (a diverged model gives NaN)")
+    return features
+
+
 class _ModelInputs(Dataset):
     """Dataset items -> preprocessed float tensors (C, H, W).
 
@@ -363,6 +378,9 @@ class _ModelInputs(Dataset):
                 if self.image_size is not None and tuple(image.shape[-2:]) != self.image_size:
                     raise ValueError(f"dataset item {index}: preprocessed image has size {tuple(image.shape[-2:])}, "
                                      f"the model expects {self.image_size}")
+                if not bool(torch.isfinite(image).all()):
+                    raise ValueError(f"dataset item {index}: the image tensor holds NaN or inf values; expected "
+                                     "finite pixel values (check the preprocessing that produced it)")
                 return image.float()
             else:
                 raise ValueError(f"dataset item {index}: image tensor dtype must be uint8 or floating, "
@@ -388,7 +406,9 @@ def encode_images(
     through ``clip.preprocess``), a uint8 tensor (C, H, W) (converted to PIL, then ``clip.preprocess``: exactly what the
     PIL image it encodes would give) or a floating tensor (C, H, W) already preprocessed; or a tensor (N, C, H, W) of
     such images. With ``cache_dir`` the result is keyed by model, weights, preprocessing, precision and
-    :func:`dataset_fingerprint` (which reads every image once when the dataset has no ``fingerprint()``).
+    :func:`dataset_fingerprint`: the dataset's ``fingerprint()`` if it has one (the on-disk loaders hash relative
+    paths, labels and each file's size and modification time, so a replaced image is noticed), else a hash of every
+    decoded image. NaN/inf image tensors or features raise a ``ValueError`` and are never cached.
     """
     if isinstance(dataset, torch.Tensor) and dataset.ndim != 4:
         raise ValueError(f"dataset tensor must be (N, C, H, W), got shape {tuple(dataset.shape)}")
@@ -410,7 +430,7 @@ def encode_images(
             for images in tqdm(loader, desc="encode_images", leave=False, disable=not show, unit="batch"):
                 encoded = clip.model.encode_image(images.to(device, non_blocking=True))
                 features.append(F.normalize(encoded.float(), dim=-1).cpu())
-        return {"features": torch.cat(features)}
+        return {"features": _finite_features(torch.cat(features), "encode_images", "dataset items", start)}
 
     key_parts = {}
     if cache_dir is not None:
@@ -453,7 +473,7 @@ def encode_texts(
             for first in tqdm(range(start, stop, batch_size), desc="encode_texts", leave=False, disable=not show):
                 tokens = clip.tokenizer(texts[first:min(first + batch_size, stop)]).to(device)
                 features.append(F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu())
-        return {"features": torch.cat(features)}
+        return {"features": _finite_features(torch.cat(features), "encode_texts", "texts", start)}
 
     key_parts = {}
     if cache_dir is not None:
@@ -478,8 +498,12 @@ def _check_features(features: Any, embed_dim: int, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, {embed_dim}) (the model's embedding width), got "
                          f"{tuple(features.shape)}")
     _check_count(features.shape[0], name)
-    if not features.is_floating_point() or not torch.isfinite(features).all():
-        raise ValueError(f"{name} must be finite floating-point values, got dtype {features.dtype}")
+    if not features.is_floating_point():
+        raise ValueError(f"{name} must be floating-point features, got dtype {features.dtype}")
+    bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()
+    if bad.numel():
+        raise ValueError(f"{name} must be finite: {bad.numel()} row(s) hold NaN or inf values (e.g. row "
+                         f"{int(bad[0])}); drop or recompute them")
     return features.detach().float().cpu().contiguous()
 
 

@@ -437,3 +437,60 @@ def test_two_rank_run_equals_single_process(clip, fake_inversion, tmp_path):
     assert sorted(c[0] for c in ranks[1]["calls"][:2]) == [2, 6]
     folder = next((tmp_path / "cache" / "inversion_oti").glob("*"))
     assert (folder / "result.pt").exists() and not list(folder.glob("chunk_*.pt"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stale cache entries and non-finite values
+
+
+def _write_cub(root, images: torch.Tensor) -> None:
+    """A minimal CUB-200-2011 folder (one class, PNG files: lossless, so new pixels mean new features)."""
+    folder = root / "CUB_200_2011"
+    (folder / "images" / "001.A").mkdir(parents=True, exist_ok=True)
+    lines = {"images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
+    for i, image in enumerate(images, 1):
+        to_pil(image).save(folder / "images" / "001.A" / f"{i}.png")
+        lines["images.txt"].append(f"{i} 001.A/{i}.png")
+        lines["image_class_labels.txt"].append(f"{i} 1")
+        lines["train_test_split.txt"].append(f"{i} 0")
+    for name, rows in lines.items():
+        (folder / name).write_text("\n".join(rows) + "\n")
+    (folder / "classes.txt").write_text("1 001.A\n")
+
+
+def test_encode_images_notices_an_image_replaced_in_place(clip, tmp_path):
+    from crossgap_lib.datasets import load_dataset
+
+    images = make_images(3)
+    _write_cub(tmp_path / "data", images)
+    first = pipeline.encode_images(clip, load_dataset("cub", root=tmp_path / "data"), cache_dir=tmp_path / "cache",
+                                   progress=False)
+    path = tmp_path / "data" / "CUB_200_2011" / "images" / "001.A" / "2.png"
+    old = path.stat()
+    to_pil(make_images(1, seed=9)[0]).save(path)  # same path, same label, new pixels
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns + 1_000_000_000))  # whatever the file-system clock
+    again = pipeline.encode_images(clip, load_dataset("cub", root=tmp_path / "data"), cache_dir=tmp_path / "cache",
+                                   progress=False)
+    assert not torch.allclose(again[1], first[1], atol=1e-4)  # before the fix: the stale features of the old image
+    torch.testing.assert_close(again[[0, 2]], first[[0, 2]])
+
+
+def test_non_finite_images_and_features_are_refused_and_never_cached(clip, tmp_path, monkeypatch):
+    preprocessed = torch.stack([clip.preprocess(to_pil(im)) for im in make_images(3)])
+    preprocessed[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"dataset item 1: the image tensor holds NaN or inf"):
+        pipeline.encode_images(clip, preprocessed, cache_dir=tmp_path, progress=False)
+    original = clip.model.encode_image
+    monkeypatch.setattr(clip.model, "encode_image", lambda x: original(x) * float("nan"))  # a diverged model
+    with pytest.raises(ValueError, match=r"encode_images: the model returned NaN/inf features .*nothing was cached"):
+        pipeline.encode_images(clip, make_images(3), cache_dir=tmp_path, progress=False)
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_invert_dataset_names_non_finite_rows_not_the_dtype(clip, fake_inversion):
+    bad = targets(4)
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"features must be finite: 1 row\(s\) hold NaN or inf values \(e.g. row 2\)"):
+        pipeline.invert_dataset(clip, "oti", bad)
+    with pytest.raises(ValueError, match="features must be floating-point features, got dtype torch.int64"):
+        pipeline.invert_dataset(clip, "oti", torch.ones(2, 16, dtype=torch.long))
