@@ -90,11 +90,164 @@ def test_missing_parameters_cell_is_an_error(tmp_path):
 
 def test_incomplete_book_is_refused(tmp_path):
     src = tmp_path / "src"
-    (src / "book").mkdir(parents=True)
-    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/_executed/x\n")
+    (src / "book" / "_executed").mkdir(parents=True)
+    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/_executed/x\n"
+                                  "  - file: book/_executed/y\n")
     (src / "book" / "intro.md").write_text("# hi\n")
-    with pytest.raises(book.BookError, match=r"missing: \['book/_executed/x'\]"):
+    (src / "book" / "_executed" / "y.failed").write_text("cell 3 (ValueError): boom\n")
+    with pytest.raises(book.BookError, match=r"missing: \['book/_executed/x'\].*failed: book/_executed/y: cell 3"):
         book.check_sources(src)
+
+
+# --- parameters: declared, well-formed, of the default's type, checked before any kernel starts -------------------
+
+
+def _profile(parameters=None, notebooks=None, stages=None) -> book.Profile:
+    return book.Profile(name="test", description="", banner="Test banner.", parameters=parameters or {},
+                        notebooks=notebooks or {}, stages=stages or [], env={})
+
+
+def _typed_notebook(path: Path, body: str = "") -> Path:
+    path.write_text(
+        "# %% [markdown]\n# # Typed\n\n"
+        "# %% tags=[\"parameters\"]\nCOUNT = 4\nRATE = 0.5\nNAME = \"CLIP B/32\"\nITEMS = [1, 2]\nOPTS = {}\n"
+        "ROOT = None\nFLAG = False\nCOMPUTED = list(range(3))  # an expression: any value\nWIDTH: int = 3\n\n"
+        "# %%\nprint('ran', COUNT, RATE, NAME)\n" + body
+    )
+    return path
+
+
+def test_notebook_parameters_reads_defaults_from_the_parameters_cell(tmp_path):
+    defaults = book.notebook_parameters(_typed_notebook(tmp_path / "t.py"))
+    assert defaults == {"COUNT": 4, "RATE": 0.5, "NAME": "CLIP B/32", "ITEMS": [1, 2], "OPTS": {}, "ROOT": None,
+                        "FLAG": False, "COMPUTED": book.NOT_LITERAL, "WIDTH": 3}
+
+
+def test_profile_wide_parameters_a_notebook_does_not_declare_are_not_passed(tmp_path):
+    nb = _typed_notebook(tmp_path / "t.py")
+    passed = book.resolve_parameters(nb, _profile({"COUNT": 8, "SOURCE": "lab", "DEVICE": "cpu"}))
+    assert passed == {"COUNT": 8}  # SOURCE, DEVICE, PROFILE: not declared here, so not passed nor shown
+
+
+@pytest.mark.parametrize("overrides, accepted", [
+    ({"RATE": 2}, True),  # an int is fine for a float
+    ({"ROOT": "/data"}, True), ({"ROOT": [1]}, True),  # a None default accepts anything
+    ({"COMPUTED": "x"}, True),  # so does an expression
+    ({"ITEMS": []}, True), ({"OPTS": {"a": 1}}, True), ({"FLAG": True}, True), ({"WIDTH": 5}, True),
+    ({"COUNT": "abc"}, False), ({"COUNT": 1.5}, False), ({"COUNT": True}, False), ({"RATE": "fast"}, False),
+    ({"NAME": 3}, False), ({"ITEMS": 3}, False), ({"OPTS": [1]}, False), ({"FLAG": 1}, False),
+])
+def test_a_value_must_have_the_type_of_its_default(tmp_path, overrides, accepted):
+    nb = _typed_notebook(tmp_path / "t.py")
+    if accepted:
+        assert book.resolve_parameters(nb, _profile(), overrides).items() >= overrides.items()
+    else:
+        name = next(iter(overrides))
+        with pytest.raises(book.BookError, match=rf"^parameter {name} of t.py: .* but its default .*") as err:
+            book.resolve_parameters(nb, _profile(), overrides)
+        assert "\n" not in str(err.value)
+
+
+def test_undeclared_override_or_notebook_block_parameter_is_refused(tmp_path):
+    nb = _typed_notebook(tmp_path / "t.py")
+    with pytest.raises(book.BookError, match=r"t.py: unknown parameter\(s\) \['MODEL'\]: .*declares \['COMPUTED'"):
+        book.resolve_parameters(nb, _profile(), {"MODEL": "SigLIP B/16"})
+    with pytest.raises(book.BookError, match=r"unknown parameter\(s\) \['STEPS'\]"):
+        book.resolve_parameters(nb, _profile(notebooks={"t": {"STEPS": 3}}))
+
+
+def test_malformed_value_is_one_line_naming_the_parameter():
+    with pytest.raises(book.BookError, match=r"^parameter FOCUS_R: '\[1' is not a valid YAML value") as err:
+        book.parse_value("FOCUS_R", "[1")
+    assert "\n" not in str(err.value)
+    assert book.parse_value("R", "[1, 4]") == [1, 4] and book.parse_value("M", "SigLIP B/16") == "SigLIP B/16"
+
+
+def test_run_refuses_bad_parameters_before_the_kernel_starts(tmp_path, capsys, monkeypatch):
+    nb = _typed_notebook(tmp_path / "t.py", "raise SystemExit('the kernel must not run')\n")
+    monkeypatch.setattr(book, "run_jobs", lambda *a, **k: pytest.fail("a kernel was started"))
+    for args, expected in [(["-p", "COUNT", "abc"], "parameter COUNT of t.py: 'abc' is a string"),
+                           (["-p", "COUNT", "[1"], "parameter COUNT: '[1' is not a valid YAML value"),
+                           (["-p", "MODEL", "SigLIP B/16"], "unknown parameter(s) ['MODEL']")]:
+        assert book.main(["run", str(nb), "--profile", "smoke", *args, "-o", str(tmp_path / "o.ipynb")]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.ipynb").exists()
+
+
+def test_banner_shows_only_the_parameters_passed(tmp_path):
+    passed = book.resolve_parameters(_typed_notebook(tmp_path / "t.py"), _profile({"SOURCE": "lab"}), {"COUNT": 2})
+    banner = book._banner_cell(_profile(), passed).source
+    assert "`COUNT=2`" in banner and "SOURCE" not in banner and "MODEL" not in banner
+
+
+# --- the runner on synthetic notebooks: fail fast, never half-built, progress, cache hits --------------------------
+
+
+def _runner_notebooks(folder: Path) -> Path:
+    folder.mkdir()
+    _write_notebook(folder / "first.py", "# %%\nfrom crossgap_lib.progress import report_progress\n"
+                    "for i in range(1, 3):\n    report_progress(f'unit {i}/2')\n")
+    _write_notebook(folder / "fails_fast.py", "# %%\nraise FileNotFoundError('no weights for ViT-X')\n")
+    _write_notebook(folder / "fails_too.py", "# %%\nimport time\ntime.sleep(1)\nraise ValueError('bad input')\n")
+    _write_notebook(folder / "slow.py", "# %%\nimport time\ntime.sleep(6)\n")
+    _write_notebook(folder / "later.py", "# %%\nVALUE\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_runner_reports_failures_as_they_happen_and_never_leaves_a_half_built_page(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "NOTEBOOKS", _runner_notebooks(tmp_path / "notebooks"))
+    monkeypatch.setattr(book, "library_fingerprint", lambda: "fixed")  # the library may be edited meanwhile
+    profile = _profile({"VALUE": 3}, stages=[["first"], ["slow", "fails_fast", "fails_too"], ["later"]])
+    lines: list[str] = []
+    build_dir = tmp_path / "build"
+    with pytest.raises(book.BookError) as err:
+        book.execute_profile(profile, build_dir, jobs=3, log=lines.append)
+    executed = build_dir / "src" / "book" / "_executed"
+    message = str(err.value)
+    assert "stage 2: 2 of 3 notebook(s) failed" in message
+    assert re.search(r"fails_fast: cell \d+ \(FileNotFoundError\): no weights for ViT-X", message)
+    assert "fails_too: cell" in message and "(ValueError): bad input" in message
+    text = "\n".join(lines)
+    assert "[book] first | unit 1/2" in text and "[book] first | unit 2/2" in text  # relayed from the kernel
+    assert re.search(r"\[book\] first: done in [\d.]+ s \(cache miss\)", text)
+    fast = next(i for i, line in enumerate(lines) if line.startswith("[book] fails_fast: FAILED"))
+    slow = next(i for i, line in enumerate(lines) if line.startswith("[book] slow: done"))
+    assert fast < slow, "a failure is reported when it happens, not after the slowest notebook"
+    assert "see " in lines[fast] and "_failed/fails_fast.ipynb" in lines[fast]
+    assert all("later" not in line for line in lines), "the next stage does not start after a failed stage"
+    assert (executed / "first.ipynb").exists() and (executed / "slow.ipynb").exists()
+    assert not (executed / "fails_fast.ipynb").exists() and (executed / "_failed" / "fails_fast.ipynb").exists()
+    assert (executed / "fails_fast.failed").exists()
+    assert not list(executed.glob("*.source.ipynb")) and not list(executed.glob(".*"))  # no temporary files left
+    stats = json.loads((executed / "execution_stats.json").read_text())
+    assert set(stats) == {"first", "slow"} and stats["first"]["cache"] == "miss"
+    assert {"seconds", "profile", "crossgap", "commit", "torch", "open_clip", "device"} <= set(stats["first"])
+
+    # fixed: only the failed notebooks run again; the others are cache hits
+    for name in ("fails_fast", "fails_too"):
+        _write_notebook(tmp_path / "notebooks" / f"{name}.py", "# %%\nVALUE\n")
+    lines.clear()
+    ran = book.execute_profile(profile, build_dir, jobs=3, log=lines.append)
+    assert sorted(ran) == ["fails_fast", "fails_too", "later"]
+    assert "[book] first: unchanged, skipped (cache hit)" in lines
+    assert not (executed / "fails_fast.failed").exists() and not (executed / "_failed" / "fails_fast.ipynb").exists()
+    stats_page = (executed / "execution_stats.md").read_text()
+    assert "{download}`first.ipynb <first.ipynb>`" in stats_page and "cache hit" in stats_page
+
+
+def test_preflight_lists_every_missing_asset_before_anything_runs(tmp_path, monkeypatch):
+    from crossgap_lib import preflight
+
+    monkeypatch.setattr(book, "NOTEBOOKS", _runner_notebooks(tmp_path / "notebooks"))
+    monkeypatch.setattr(preflight, "missing_assets",
+                        lambda p: [f"weights of {p['VALUE']}: not found. Provide them with $CROSSGAP_WEIGHTS"])
+    monkeypatch.setattr(book, "run_jobs", lambda *a, **k: pytest.fail("nothing may run before the preflight passed"))
+    profile = _profile({"VALUE": 7}, stages=[["first"], ["later"]])
+    with pytest.raises(book.BookError, match=r"1 item\(s\) .*nothing was executed:\n  - weights of 7: not found"
+                       r".*\[needed by first, later\]"):
+        book.execute_profile(profile, tmp_path / "build", log=lambda line: None)
 
 
 def test_workflows_pass_actionlint():
