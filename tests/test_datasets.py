@@ -17,6 +17,7 @@ from PIL import Image
 import crossgap_lib.datasets as ds
 from crossgap_lib.datasets import text as text_module
 from crossgap_lib.datasets.safe_pickle import UnsafePickleError, load_pickle_safely
+from crossgap_lib.dryrun import write_miniature_datasets
 
 
 # ----------------------------------------------------------------------------------------------------- builders
@@ -290,21 +291,15 @@ def test_revisited_refuses_a_malicious_ground_truth_file(tmp_path):
 # -------------------------------------------------------------------------------------- CoOp-style split files
 @pytest.mark.parametrize("row", ds.SPLIT_JSON_SETS, ids=[r[0] for r in ds.SPLIT_JSON_SETS])
 def test_split_json_classification_sets(tmp_path, row):
-    name, _, folder_name, split_file, image_dir, _ = row
-    folder = tmp_path / folder_name
-    classnames = ["apple_pie", "Annual Crop Land"]
-    table = {"train": [], "val": [], "test": []}
-    for label, classname in enumerate(classnames):
-        for split, count in (("train", 2), ("val", 1), ("test", 1)):
-            for k in range(count):
-                rel = f"class{label}/{split}_{k}.jpg"
-                jpeg(folder / image_dir / rel, 30 * label + k)
-                table[split].append([rel, label, classname])
-    write(folder / split_file, json.dumps(table))
+    name, _, folder_name, split_file, _, _ = row
+    write_miniature_datasets(tmp_path, [name], images_per_class=2, n_classes=2, progress=False)  # CoOp file names
+    table = json.loads((tmp_path / folder_name / split_file).read_text(encoding="utf-8"))
+    stored = dict(sorted({label: classname for rows in table.values() for _, label, classname in rows}.items()))
     train = ds.load_dataset(name, root=tmp_path, split="train")
     test = ds.load_dataset(name, root=tmp_path, split="test")
     assert len(train) == 4 and len(test) == 2 and len(ds.load_dataset(name, root=tmp_path, split="val")) == 2
-    assert train.labels.tolist() == [0, 0, 1, 1] and test.classnames == ["apple pie", "Annual Crop Land"]
+    assert train.labels.tolist() == [0, 0, 1, 1] and list(stored) == [0, 1]
+    assert test.classnames == [c.replace("_", " ") for c in stored.values()]  # e.g. "apple_pie" -> "apple pie"
     image, label = test[1]
     assert image.mode == "RGB" and label == 1
     assert ds.load_dataset(name, root=tmp_path).split == "test"  # default split
