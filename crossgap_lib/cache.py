@@ -135,8 +135,6 @@ def check_writable(folder: str | Path, what: str = "crossgap cache directory", h
         raise PermissionError(f"{what} {folder} is not writable ({err}). {hint}") from err
 
 
-_check_writable = check_writable  # the old private name
-
 
 class ChunkStore:
     """A result of ``n_items`` rows computed in chunks of ``chunk_size`` and stored under ``root/key``.
@@ -195,7 +193,7 @@ class ChunkStore:
         """Compute (or skip, if already stored) the given chunks; each is saved atomically when done."""
         from tqdm.auto import tqdm
 
-        _check_writable(self.folder)
+        check_writable(self.folder)
         if self.meta and not (self.folder / "meta.json").exists():
             (self.folder / "meta.json").write_text(json.dumps(_canonical(self.meta), indent=1))
         ids = list(range(self.n_chunks) if chunk_ids is None else chunk_ids)
