@@ -25,7 +25,9 @@ Sources are plain dicts (the ``sources`` of ``profiles.yml``), so a notebook par
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +40,7 @@ import torch
 from . import gap, metrics, pipeline
 from .cache import atomic_save, cache_key, default_cache_root, safe_load
 from .inversion import InversionConfig
+from .models import WEIGHTS_ENV
 
 EVIDENCE_VERSION = 1  # bump when a change alters what a source computes (invalidates stored evidence)
 KINDS = ("lab", "paper", "dryrun")
@@ -224,10 +227,11 @@ class _PaperSource:
             datasets = sorted({*spec.get("image_datasets", []), *spec.get("text_datasets", []),
                                *spec.get("zero_shot_datasets", [])})
             self.data_root = str(dryrun.write_miniature_datasets(root / "data", datasets=datasets, progress=progress))
-            labels = [m if isinstance(m, str) else m["label"] for m in spec.get("models", [])]
-            base = [paper.model_settings(label).weights_label for label in labels]
-            self.weights = dryrun.write_random_checkpoints(root / "weights", models=sorted(set(base)))
         self.rows = [paper.model_settings(m, self.spec.get("inversion")) for m in spec.get("models", [])]
+        if spec["kind"] == "dryrun":
+            self.weights_root = root / "weights"
+            dryrun.write_random_checkpoints(self.weights_root, models=sorted({r.weights_label for r in self.rows}),
+                                            progress=progress)
 
     def key_parts(self) -> dict:
         return {"models": [asdict(r) for r in self.rows], "data_root": str(self.data_root)}
@@ -238,8 +242,8 @@ class _PaperSource:
         entries = []
         for row in self.rows:
             def load(device: str, _row=row):
-                path = self.weights.get(_row.weights_label) if self.spec["kind"] == "dryrun" else None
-                return paper.load_model(_row, device=device, weights_path=path), {}
+                with _environment(WEIGHTS_ENV, self.weights_root):  # dryrun: the written checkpoints
+                    return paper.load_model(_row, device=device), {}
 
             entries.append(ModelEntry(row.label, row.family, row.seed, row.oti, row.ovi, load,
                                       temperature=row.temperature, info={"open_clip_name": row.open_clip_name,
@@ -296,6 +300,23 @@ class _PaperSource:
                 "text_datasets": list(self.spec.get("text_datasets", [])),
                 "zero_shot_datasets": list(self.spec.get("zero_shot_datasets", [])),
                 "max_queries": self.spec.get("max_queries"), "data_root": str(self.data_root)}
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: Path | None):
+    """Set an environment variable for the block (nothing when ``value`` is None)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = str(value)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _open_source(spec: dict, cache_dir: Path | None, progress: bool):

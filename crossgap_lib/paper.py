@@ -55,7 +55,7 @@ def _override(config: InversionConfig, overrides: dict | None, method: str) -> I
     values = (overrides or {}).get(method, {})
     if not isinstance(values, dict):
         raise ValueError(f"inversion.{method} must be a dict of InversionConfig fields, got {values!r}")
-    return replace(config, **values)
+    return config.updated(**values)
 
 
 def model_settings(model: str | dict, inversion: dict | None = None) -> PaperModel:
@@ -106,14 +106,6 @@ def resolve_pretrained(model: PaperModel) -> str:
         "'pretrained' in the source's model entry.")
 
 
-def load_model(model: PaperModel, device: str = "cuda", weights_path: str | Path | None = None,
-               progress: bool = False) -> LoadedClip:
+def load_model(model: PaperModel, device: str = "cuda", progress: bool = False) -> LoadedClip:
     """Load one model's weights (open_clip cache, ``$CROSSGAP_WEIGHTS``, or an explicit file) on ``device``."""
-    pretrained = str(weights_path) if weights_path is not None else resolve_pretrained(model)
-    tokenizer = None
-    if weights_path is not None and model.family == "siglip":
-        from .dryrun import stand_in_tokenizer
-
-        tokenizer = stand_in_tokenizer(model.open_clip_name)
-    return load_clip(model.open_clip_name, pretrained=pretrained, device=device, tokenizer=tokenizer,
-                     progress=progress)
+    return load_clip(model.open_clip_name, pretrained=resolve_pretrained(model), device=device, progress=progress)

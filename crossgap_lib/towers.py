@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .models import LoadedClip
 
 PLACEHOLDER = "£"
+PLACEHOLDER_FALLBACKS = ("§", "¤", "*", "#", "~", "|", "^", "@")  # tried in order when "£" is not one token
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -117,15 +118,26 @@ def _check_template(template: str) -> None:
         )
 
 
-def _placeholder_id(tokenizer: Callable[..., Tensor]) -> int:
-    with_placeholder = tokenizer([PLACEHOLDER])[0].tolist()
+def _single_token(tokenizer: Callable[..., Tensor], word: str) -> int | None:
+    """The id of ``word`` when the tokenizer maps it (alone and repeated) to exactly one token, else None."""
     special = set(tokenizer([""])[0].tolist())
-    ids = {t for t in with_placeholder if t not in special}
-    if len(ids) != 1:
-        raise ValueError(
-            f"the tokenizer must map the placeholder {PLACEHOLDER!r} to exactly one token, got ids {sorted(ids)}"
-        )
-    return ids.pop()
+    ids = [t for t in tokenizer([word])[0].tolist() if t not in special]
+    repeated = [t for t in tokenizer([f"{word} {word}"])[0].tolist() if t not in special]
+    return ids[0] if len(ids) == 1 and repeated == ids * 2 else None
+
+
+def _placeholder(tokenizer: Callable[..., Tensor]) -> tuple[str, int]:
+    """The placeholder word and its token id: ``"£"`` (the paper's, one token in CLIP's BPE), or the first of
+    :data:`PLACEHOLDER_FALLBACKS` that is one token for this tokenizer (e.g. a SentencePiece vocabulary)."""
+    for word in (PLACEHOLDER, *PLACEHOLDER_FALLBACKS):
+        token = _single_token(tokenizer, word)
+        if token is not None:
+            return word, token
+    ids = tokenizer([PLACEHOLDER])[0].tolist()
+    raise ValueError(
+        f"the tokenizer must map the placeholder {PLACEHOLDER!r} (or one of {PLACEHOLDER_FALLBACKS}) to exactly one "
+        f"token, got ids {ids[:8]} for {PLACEHOLDER!r}; pass a tokenizer with a single-token placeholder word"
+    )
 
 
 def _pool_index(tower: _TextTower, token_ids: Tensor) -> int:
@@ -145,8 +157,8 @@ def _prepare_text_template(clip: LoadedClip, tower: _TextTower, template: str, n
     _check_positive_int("num_pseudo_tokens", num_pseudo_tokens)
     if not isinstance(clip, LoadedClip) or clip.tokenizer is None:
         raise ValueError(f"clip must be a LoadedClip with a tokenizer to encode a template, got {type(clip).__name__}")
-    placeholder_id = _placeholder_id(clip.tokenizer)
-    text = template.format(" ".join([PLACEHOLDER] * num_pseudo_tokens))
+    placeholder, placeholder_id = _placeholder(clip.tokenizer)
+    text = template.format(" ".join([placeholder] * num_pseudo_tokens))
     token_ids = clip.tokenizer([text])[0].to(torch.long)
     if token_ids.shape[0] != tower.context_length:
         raise ValueError(
@@ -158,7 +170,7 @@ def _prepare_text_template(clip: LoadedClip, tower: _TextTower, template: str, n
         raise ValueError(
             f"num_pseudo_tokens={num_pseudo_tokens} placeholders do not fit template {template!r} in the text context "
             f"of {tower.context_length} tokens (found {positions.shape[0]} after tokenisation; the template must not "
-            f"contain {PLACEHOLDER!r} itself)"
+            f"contain {placeholder!r} itself)"
         )
     pool_index = _pool_index(tower, token_ids)
     if pool_index in positions.tolist():

@@ -8,7 +8,15 @@ import warnings
 import pytest
 import torch
 
-from crossgap_lib.stats import format_ci, mean_ci, paired_bootstrap_ci, seed_ci
+from crossgap_lib.stats import (
+    fit_line,
+    mean_ci,
+    paired_bootstrap_ci,
+    paired_effect,
+    peak_test,
+    seed_ci,
+    welch_difference,
+)
 
 
 def test_mean_ci_known_case():
@@ -101,8 +109,69 @@ def test_paired_bootstrap_errors():
         paired_bootstrap_ci([float("inf")], [1.0])
 
 
-def test_format_ci():
-    assert format_ci(0.012, 0.004, 0.020) == "+1.2 [0.4, 2.0]"
-    assert format_ci(-0.0123, -0.02, -0.004, digits=2) == "-1.23 [-2.00, -0.40]"
-    assert format_ci(0.412, 0.40, 0.424, signed=False) == "41.2 [40.0, 42.4]"
-    assert format_ci(0.5, 0.25, 0.75, scale=1, digits=2) == "+0.50 [0.25, 0.75]"
+def test_paired_effect_picks_its_interval_from_the_data_shape():
+    g = torch.Generator().manual_seed(3)
+    a = [[torch.rand(50, generator=g, dtype=torch.float64) + 0.1] for _ in range(3)]  # 3 seeds x 1 dataset
+    b = [[x[0] - 0.1] for x in a]
+    out = paired_effect(a, b)
+    assert out["interval"] == "t-interval over 3 seeds" and out["mean"] == pytest.approx(0.1)
+    assert out["per_seed"] == pytest.approx([0.1, 0.1, 0.1]) and out["low"] == pytest.approx(0.1)
+    one_seed = paired_effect([[a[0][0], a[1][0]]], [[b[0][0], b[1][0] + 0.05]])  # 1 seed x 2 datasets
+    assert one_seed["interval"] == "t-interval over 2 datasets"
+    assert one_seed["per_dataset"] == pytest.approx([0.1, 0.05]) and one_seed["mean"] == pytest.approx(0.075)
+    single = paired_effect([[a[0][0]]], [[a[0][0] - 0.1 + 0.01 * torch.randn(50, generator=g)]], n_boot=300)
+    assert single["interval"] == "bootstrap over 50 queries" and single["low"] < 0.1 < single["high"]
+    nan = a[0][0].clone()
+    nan[0] = float("nan")
+    assert paired_effect([[nan], [a[1][0]]], [[b[0][0]], [b[1][0]]])["mean"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_effect([[a[0][0]]], [[b[0][0]], [b[1][0]]])
+
+
+def test_peak_test_is_not_biased_by_picking_the_peak():
+    g = torch.Generator().manual_seed(1)
+    steps = list(range(0, 100, 10))
+    flat = torch.rand(len(steps), 400, generator=g, dtype=torch.float64)  # no trend: the decay CI covers zero
+    out = peak_test(flat, steps, n_boot=500)
+    assert out["low"] < 0 < out["high"]
+    bump = torch.tensor([0.2, 0.5, 0.4, 0.3, 0.3, 0.25, 0.25, 0.22, 0.21, 0.2], dtype=torch.float64)
+    peaked = bump[:, None] + 0.01 * torch.randn(len(steps), 400, generator=g, dtype=torch.float64)
+    out = peak_test(peaked, steps, n_boot=500)
+    assert out["peak_step"] == 10 and out["high"] < 0
+    assert out["mean"] == pytest.approx(-0.3, abs=0.01)
+    with pytest.raises(ValueError):
+        peak_test(peaked[:, :1], steps)
+    early = torch.tensor([0.9, 0.3, 0.5, 0.4], dtype=torch.float64)[:, None].expand(4, 10)
+    out = peak_test(early, [0, 1, 2, 3], n_boot=100)  # step 0 (initial tokens) is not a peak candidate
+    assert out["peak_step"] == 2 and out["mean"] == pytest.approx(-0.1)
+
+
+def test_welch_difference_matches_scipy():
+    from scipy import stats as scipy_stats
+
+    a, b = [1.0, 1.2, 1.4], [0.5, 0.9, 0.6, 0.7]
+    diff, low, high = welch_difference(a, b)
+    assert diff == pytest.approx(1.2 - 0.675)
+    ref = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((ref.low, ref.high))
+    assert math.isnan(welch_difference([1.0], [0.5, 0.6])[1])
+    assert welch_difference([1.0, 1.0], [0.5, 0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_fit_line_recovers_a_slope_and_its_interval():
+    from crossgap_lib.prose import trend_sentence
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 1, 30)
+    y = 2.0 * x + 0.5 + 0.05 * torch.randn(30, generator=generator)
+    fit = fit_line(x.tolist(), y.tolist(), n_boot=500)
+    assert fit["slope"] == pytest.approx(2.0, abs=0.1) and fit["intercept"] == pytest.approx(0.5, abs=0.1)
+    assert fit["slope_low"] < 2.0 < fit["slope_high"] and fit["boot_low"] < fit["slope"] < fit["boot_high"]
+    assert fit["n"] == 30 and fit["r"] > 0.9
+    assert trend_sentence("gain", fit).endswith("grows with the gap.")
+    down = fit_line(x.tolist(), (-y).tolist(), n_boot=100)
+    assert trend_sentence("gain", down).endswith("shrinks as the gap grows.")
+    with pytest.raises(ValueError, match="constant"):
+        fit_line([1, 1, 1], [1, 2, 3])
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_line([1, 2], [1, 2])
