@@ -24,15 +24,9 @@
 # for reference, and asks from the measured numbers whether the projection beats OTI.
 
 # %% tags=["parameters"]
-PROFILE = "embedded"
-SOURCE = "lab"
-LAB_PRESET = "embedded"
-LAB_OVERRIDES = {}
+SOURCE = "lab-embedded"
 DEVICE = "cpu"
-MODELS = ["CLIP B/32", "CLIP L/14", "SigLIP B/16", "SLIP B/16"]  # the critique's models (paper source)
-DATASETS = ["roxford5k", "rparis6k", "stanford_cars", "oxford_pets", "flowers102", "fgvc_aircraft", "dtd", "eurosat",
-            "food101", "sun397", "caltech101", "ucf101", "imagenet"]  # the critique's 13 datasets (paper source)
-DATA_ROOT = None  # None: $CROSSGAP_DATA
+N_BOOT = 2000  # bootstrap resamples, used where a contrast has one seed and one dataset
 
 # %% tags=["hide-input"]
 # %matplotlib inline
@@ -43,12 +37,10 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from crossgap_lib import experiments, report, summary
-from crossgap_lib.lab import LabConfig, run_lab
-from crossgap_lib.reported import provenance_note, reported
+from crossgap_lib import claims, evaluation, prose
 
 sns.set_theme(style="whitegrid", context="notebook")
-config = LabConfig.from_dict({**getattr(LabConfig, LAB_PRESET)().to_dict(), **LAB_OVERRIDES})
+pd.set_option("display.max_colwidth", None)
 
 # %% [markdown]
 # ## The baselines
@@ -61,97 +53,128 @@ config = LabConfig.from_dict({**getattr(LabConfig, LAB_PRESET)().to_dict(), **LA
 # |---|---|---|
 # | intra-modal | image query against image gallery, the reference | $\tilde x = x$ |
 # | centering | removes the mean image feature of the gallery, $\mu_I$ | $\tilde x = \dfrac{x - \mu_I}{\lVert x - \mu_I \rVert}$ |
-# | gap shift | moves images by the vector between the centroids of the gallery's images, $c_I$, and captions, $c_T$ | $\tilde x = \dfrac{x + c_T - c_I}{\lVert x + c_T - c_I \rVert}$ |
-# | text-span PCA | projects onto the top $k$ principal directions $U_k$ of a set of text features (class prompts, or gallery captions), as in the critique | $\tilde x = \dfrac{U_k U_k^\top x}{\lVert U_k U_k^\top x \rVert}$ |
+# | gap shift | moves images by the vector between the centroids of the gallery's images, $c_I$, and of texts standing for the gallery (its captions, or its class prompts), $c_T$ | $\tilde x = \dfrac{x + c_T - c_I}{\lVert x + c_T - c_I \rVert}$ |
+# | text-span PCA | projects onto the top $k$ principal directions $U_k$ of a set of text features (a vocabulary of class prompts, or gallery captions), as in the critique | $\tilde x = \dfrac{U_k U_k^\top x}{\lVert U_k U_k^\top x \rVert}$ |
 # | OTI | the query's text-side twin: the text feature of "a photo of $v^{\star}$" whose pseudo-token $v^{\star}$ is optimised to match $x$ | $\tilde x_q = f_T(v^{\star})$, $v^{\star} = \arg\min_v 1 - \cos(f_T(v), x_q)$ |
 # | class prompt | replaces the query by the text feature of its own class prompt: it uses the query's label, so it is an *oracle* reference, not a method | $\tilde x_q = f_T(\text{"a photo of a } y_q\text{."})$ |
 #
 # The directions $U_k$ are eigenvectors of the covariance of the text features, and the features are projected
-# without subtracting the text mean, as in the critique's released code.
+# without subtracting the text mean, as in the critique's released code. Unless the source fixes $k$, it is
+# $\min(D/2, M-1)$ for $M$ texts in $D$ dimensions. Each text vocabulary the source fits a span on is one method,
+# named `pca_<vocabulary>`.
 
 # %% [markdown]
-# ## In the laboratory
+# ## The evidence
 #
-# Every baseline is run on every laboratory model (each setting, each training seed) with the same test queries and
-# training-image gallery as OTI. The differences below are in mAP points against intra-modal retrieval on the same
-# queries. Note the two meanings of "intra": the *method* is intra-modal retrieval (the reference of every row);
-# the *setting* `intra` is a model trained with an extra image-image (SLIP-style) loss term.
+# Every number on this page comes from the book's one evaluation protocol (`crossgap_lib.evaluation`), computed once
+# per source and read here: every baseline is run on every model (and training seed) with the same queries and
+# gallery as OTI.
 
 # %%
-METHODS = {  # lab contrast -> label on this page
-    "centering - intra (image)": "centering",
-    "gap shift - intra (image)": "gap shift",
-    "PCA prompts - intra (image)": "PCA (class prompts)",
-    "PCA captions - intra (image)": "PCA (captions)",
-    "OTI - intra (image)": "OTI",
-    "class prompt - intra (image)": "class prompt (oracle)",
-}
-if SOURCE == "lab":
-    lab = run_lab(config, progress=False)
-    settings = [s["name"] for s in config.settings]
-    main = settings[0]
-    rows = lab.contrasts[(lab.contrasts["kind"] == "within") & lab.contrasts["contrast"].isin(METHODS)].copy()
-    rows["method"] = rows["contrast"].map(METHODS)
-    features = lab.features[main]
-    dim, n_prompts = features["image"].shape[1], features["prompt"].shape[0]
-    k_prompts = config.pca_components or max(1, min(dim // 2, n_prompts - 1))
-    k_captions = config.pca_components or max(1, min(dim // 2, features["gallery_caption"].shape[0] - 1))
-    display(Markdown(
-        f"Models: {len(settings)} settings x {len(config.seeds)} seeds, {config.n_test} queries, a gallery of "
-        f"{config.n_gallery} images, embedding dimension {dim}. The text span has $k$ = {k_prompts} directions "
-        f"when fitted on the {n_prompts} class prompts and {k_captions} when fitted on the gallery's captions."))
+evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
+
+# %% tags=["hide-input"]
+NAMES = {"intra": "intra-modal", "center": "centering", "shift": "gap shift", "oti": "OTI",
+         "prompt": "class prompt (oracle)"}
+
+
+def method_name(method: str) -> str:
+    """Readable name of an image-task method of the evidence."""
+    if method.startswith("pca_"):
+        return f"text-span PCA ({method[4:]})"
+    return NAMES.get(method, method)
+
+
+def listing(items) -> str:
+    items = [f"`{i}`" for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def source_line() -> str:
+    return f"source `{evidence.source['name']}` ({evidence.source['resolved']['kind']})"
+
+
+image_methods = evidence.methods("image")
+spans = [m for m in image_methods if m.startswith("pca_")]
+baselines = [m for m in ("center", "shift", *spans, "oti", "prompt") if m in image_methods]
+datasets = evidence.datasets("image")
+seeds = {model: len(evidence.seeds(model)) for model in evidence.labels}
+first = evidence.features[evidence.labels[0]]
+low, high = min(seeds.values()), max(seeds.values())
+seed_text = f"{low} seed{'s' if low > 1 else ''}" if low == high else f"{low} to {high} seeds"
+display(Markdown(
+    f"This build reads {source_line()}: {len(evidence.labels)} models ({listing(evidence.labels)}), "
+    f"{seed_text} each, on {len(datasets)} image dataset(s) "
+    f"({listing(datasets)}). Baselines measured: {listing(method_name(m) for m in baselines)}. On "
+    f"`{first['dataset']}` the first model has {first['image'].shape[0]} queries and a gallery of "
+    f"{first['gallery'].shape[0]} images in $D$ = {first['image'].shape[1]} dimensions; the texts that stand for the "
+    f"gallery (gap shift) are its {first['text_kind']}s."))
 
 # %% [markdown]
-# The forest plot shows each method's change in mAP against intra-modal retrieval, one row per method and
-# laboratory setting. The thin line is the 95% t-interval over training seeds (the small ticks are the seeds); the
-# thick segment is the 95% paired bootstrap interval over queries, pooled across seeds. A row to the right of the
-# zero line helps retrieval.
-
-# %%
-if SOURCE == "lab":
-    palette = dict(zip(settings, sns.color_palette("colorblind", len(settings))))
-    offsets = np.linspace(-0.3, 0.3, len(settings)) if len(settings) > 1 else np.zeros(1)
-    labels = list(METHODS.values())
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.26 * len(labels) * len(settings)))
-    for i, method in enumerate(labels):
-        for offset, setting in zip(offsets, settings):
-            r = rows[(rows["method"] == method) & (rows["setting"] == setting)].iloc[0]
-            y, mean = i + offset, 100 * r["mean_diff"]
-            ax.plot([100 * r["seed_ci_low"], 100 * r["seed_ci_high"]], [y, y], color=palette[setting], lw=1)
-            ax.plot([100 * r["boot_ci_low"], 100 * r["boot_ci_high"]], [y, y], color=palette[setting], lw=5,
-                    alpha=0.45, solid_capstyle="butt")
-            ax.scatter([100 * v for v in r["per_seed"]], [y] * len(r["per_seed"]), marker="|", s=60,
-                       color=palette[setting], alpha=0.8)
-            ax.scatter([mean], [y], color=palette[setting], edgecolor="black", zorder=3,
-                       label=setting if i == 0 else None)
-    ax.axvline(0, color="black", lw=1)
-    for i in range(len(labels) - 1):
-        ax.axhline(i + 0.5, color="0.85", lw=0.8)
-    ax.grid(False, axis="y")
-    ax.set_yticks(range(len(labels)), labels=labels)
-    ax.invert_yaxis()
-    ax.set(xlabel="change in image-to-image mAP vs intra-modal retrieval (points)",
-           title="Post-hoc baselines and OTI against intra-modal retrieval (laboratory)")
-    ax.legend(title="lab setting", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=9)
-    fig.tight_layout()
-    plt.show()
+# Note the two meanings of "intra" in the laboratory: the *method* `intra` is intra-modal retrieval (the reference of
+# every row below); a *model* labelled `intra` is one trained with an extra image-image (SLIP-style) loss term.
 
 # %% [markdown]
-# The same differences as a table (mean over seeds with the 95% interval over seeds), and one sentence per method for
-# the first setting.
+# ## Against intra-modal retrieval
+#
+# For each baseline and model, `evidence.contrast_table` gives the change in mAP against intra-modal retrieval on the
+# same queries (per query, averaged over the queries, the datasets and the seeds), with a 95% interval: a t-interval
+# over training seeds where a model has several, else over datasets where there are several, else a paired bootstrap
+# over the queries. The forest plot shows one row per method and model; the small ticks are the seeds (or the
+# datasets) the interval is computed from. A row to the right of the zero line helps retrieval.
 
 # %%
-if SOURCE == "lab":
-    rows["text"] = [report.ci_text(m, lo, hi) for m, lo, hi in
-                    zip(rows["mean_diff"], rows["seed_ci_low"], rows["seed_ci_high"])]
-    pivot = rows.pivot(index="method", columns="setting", values="text").loc[labels, settings]
-    pivot.columns.name = "change in mAP vs intra (points) [95% CI over seeds], setting:"
-    display(pivot)
-    main_rows = rows[rows["setting"] == main].set_index("method")
-    display(Markdown(f"In the `{main}` models:\n\n" + "\n".join(
-        "- " + report.verdict(method, main_rows.loc[method, "mean_diff"], main_rows.loc[method, "seed_ci_low"],
-                              main_rows.loc[method, "seed_ci_high"], unit="mAP points", interval="95% CI over seeds")
-        for method in labels)))
+versus_intra = pd.concat([evidence.contrast_table("image", m, "intra", n_boot=N_BOOT).assign(method=m)
+                          for m in baselines], ignore_index=True)
+
+# %% tags=["hide-input"]
+models = evidence.labels
+palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
+offsets = np.linspace(-0.32, 0.32, len(models)) if len(models) > 1 else np.zeros(1)
+fig, ax = plt.subplots(figsize=(9.5, 1.5 + 0.24 * len(baselines) * len(models)))
+for i, method in enumerate(baselines):
+    for offset, model in zip(offsets, models):
+        rows = versus_intra[(versus_intra["method"] == method) & (versus_intra["model"] == model)]
+        if rows.empty:
+            continue
+        r, y = rows.iloc[0], i + offset
+        parts = r["per_seed"] if r["n_seeds"] > 1 else r["per_dataset"]
+        ax.plot([100 * r["low"], 100 * r["high"]], [y, y], color=palette[model], lw=1.6)
+        ax.scatter([100 * v for v in parts], [y] * len(parts), marker="|", s=50, color=palette[model], alpha=0.7)
+        ax.scatter([100 * r["mean"]], [y], color=palette[model], edgecolor="black", zorder=3,
+                   label=model if i == 0 else None)
+ax.axvline(0, color="black", lw=1)
+for i in range(len(baselines) - 1):
+    ax.axhline(i + 0.5, color="0.85", lw=0.8)
+ax.grid(False, axis="y")
+ax.set_yticks(range(len(baselines)), labels=[method_name(m) for m in baselines])
+ax.invert_yaxis()
+ax.set(xlabel="change in image-to-image mAP vs intra-modal retrieval (points)",
+       title="Post-hoc baselines and OTI against intra-modal retrieval")
+ax.legend(title="model", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+fig.tight_layout()
+plt.show()
+intervals = sorted(set(versus_intra["interval"]))
+display(Markdown(
+    f"*Figure: each baseline minus intra-modal retrieval, mAP points, for the models {listing(models)} on "
+    f"{listing(datasets)}; {source_line()}. Lines: 95% {'; '.join(intervals)}.*"))
+
+# %% [markdown]
+# The same differences as a table (mean with its 95% interval), and one sentence per method for the first CLIP-like
+# model of the evidence.
+
+# %%
+versus_intra["text"] = [prose.ci_text(m, lo, hi) for m, lo, hi in
+                        zip(versus_intra["mean"], versus_intra["low"], versus_intra["high"])]
+pivot = versus_intra.pivot(index="model", columns="method", values="text")
+pivot = pivot.loc[[m for m in models if m in pivot.index], baselines].rename(columns=method_name)
+pivot.columns.name = "change in mAP vs intra (points) [95% CI]:"
+display(pivot)
+main = claims.pick(evidence, "clip") or models[0]
+main_rows = versus_intra[versus_intra["model"] == main].set_index("method")
+display(Markdown(f"For `{main}`:\n\n" + "\n".join(
+    "- " + prose.effect_sentence(method_name(m), main_rows.loc[m], unit="mAP points")
+    for m in baselines if m in main_rows.index)))
 
 # %% [markdown]
 # ## The critique's table
@@ -162,9 +185,9 @@ if SOURCE == "lab":
 # not stated.
 
 # %%
-critique = reported("critique")
-gains = summary.critique_gains()
-display(Markdown(f"Provenance: {provenance_note(critique)}. Averages over the 13 datasets, mAP points."))
+critique = claims.reported("critique")
+gains = claims.critique_gains()
+display(Markdown(f"Provenance: {claims.provenance_note(critique)}. Averages over the 13 datasets, mAP points."))
 display(gains.round(1))
 glue("critique_pca_oti_min", float(gains["PCA - OTI"].min()), display=False)
 glue("critique_pca_oti_max", float(gains["PCA - OTI"].max()), display=False)
@@ -172,106 +195,123 @@ glue("critique_pca_oti_max", float(gains["PCA - OTI"].max()), display=False)
 # %% [markdown]
 # In the critique's table the projection is ahead of OTI by {glue:text}`critique_pca_oti_min:.1f` to
 # {glue:text}`critique_pca_oti_max:.1f` mAP points on average over the datasets, depending on the model. The figure
-# puts the two gains over intra-modal retrieval side by side: the critique's models on the left (no intervals are
-# reported), the laboratory's settings on the right (95% interval over seeds).
+# puts the gains over intra-modal retrieval side by side: the critique's models on the left (no intervals are
+# reported), this build's models on the right (95% intervals as above).
 
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [len(gains), 1.3 * max(1, len(
-    config.settings) if SOURCE == "lab" else 1)]})
-colors = {"OTI": sns.color_palette("colorblind")[0], "PCA": sns.color_palette("colorblind")[1]}
+# %% tags=["hide-input"]
+colors = dict(zip(["OTI", *spans], sns.color_palette("colorblind", 1 + len(spans))))
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.4),
+                         gridspec_kw={"width_ratios": [len(gains), max(2.0, 0.9 * len(models))]})
 x = np.arange(len(gains))
 for j, method in enumerate(("OTI", "PCA")):
-    axes[0].bar(x + (j - 0.5) * 0.38, gains[f"{method} - intra"], width=0.38, color=colors[method],
-                label=f"{method} - intra")
-axes[0].set_xticks(x, labels=gains.index)
+    axes[0].bar(x + (j - 0.5) * 0.38, gains[f"{method} - intra"], width=0.38,
+                color=colors["OTI" if method == "OTI" else (spans or ["OTI"])[0]], label=f"{method} - intra")
+axes[0].set_xticks(x, labels=gains.index, rotation=20)
 axes[0].set(ylabel="mAP gain over intra (points)", title="Critique (Herzog & Wang), 13-dataset average")
 axes[0].axhline(0, color="black", lw=1)
-axes[0].legend()
-if SOURCE == "lab":
-    x = np.arange(len(settings))
-    for j, (method, label) in enumerate((("OTI", "OTI"), ("PCA (class prompts)", "PCA"))):
-        r = rows[rows["method"] == method].set_index("setting").loc[settings]
-        mean = 100 * r["mean_diff"].to_numpy()
-        err = np.abs(100 * np.stack([r["seed_ci_low"], r["seed_ci_high"]]) - mean)
-        axes[1].bar(x + (j - 0.5) * 0.38, mean, width=0.38, color=colors[label], label=f"{label} - intra")
-        axes[1].errorbar(x + (j - 0.5) * 0.38, mean, yerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
-    axes[1].set_xticks(x, labels=settings, rotation=20)
-    axes[1].set(ylabel="mAP gain over intra (points)", title="Laboratory (95% CI over seeds)")
-    axes[1].axhline(0, color="black", lw=1)
-    axes[1].legend()
-else:
-    axes[1].axis("off")
+axes[0].legend(fontsize=8)
+shown = ["oti", *spans]
+width = 0.8 / len(shown)
+x = np.arange(len(models))
+for j, method in enumerate(shown):
+    r = versus_intra[versus_intra["method"] == method].set_index("model").reindex(models)
+    mean = 100 * r["mean"].to_numpy(dtype=float)
+    err = np.abs(100 * np.stack([r["low"].to_numpy(dtype=float), r["high"].to_numpy(dtype=float)]) - mean)
+    position = x + (j - (len(shown) - 1) / 2) * width
+    axes[1].bar(position, mean, width=width, color=colors["OTI" if method == "oti" else method],
+                label=f"{method_name(method)} - intra")
+    axes[1].errorbar(position, mean, yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)
+axes[1].set_xticks(x, labels=models, rotation=20, ha="right")
+axes[1].set(ylabel="mAP gain over intra (points)", title=f"This build ({evidence.source['name']}), 95% CI")
+axes[1].axhline(0, color="black", lw=1)
+axes[1].legend(fontsize=8)
 fig.tight_layout()
 plt.show()
+display(Markdown(
+    f"*Figure: left, the critique's reported gains ({claims.PROVENANCE['critique']}); right, the measured gains of "
+    f"OTI and the text-span projections over intra-modal retrieval for {listing(models)} on {listing(datasets)}; "
+    f"{source_line()}.*"))
 
 # %% [markdown]
 # ## Does the projection beat OTI?
 #
-# The direct comparison is the difference of the two methods on the same queries: PCA minus OTI, per query, averaged
-# over queries and seeds, with the 95% interval over seeds and the paired bootstrap interval over queries.
+# The direct comparison is the difference of the two methods on the same queries: projection minus OTI, per query,
+# averaged as above. **The test:** the projection is ahead when the 95% interval of the difference lies above zero,
+# OTI is ahead when it lies below zero, and neither is shown to be ahead when it includes zero. The critique's claim
+# agrees with a measurement in the first case and disagrees in the second.
 
 # %%
-WINNER = {"up": "PCA ahead", "down": "OTI ahead", "none": "no detectable difference"}
-if SOURCE == "lab":
-    duel = []
-    for setting in settings:
-        for fit, key in (("class prompts", "img_pca_prompts"), ("captions", "img_pca_captions")):
-            c = summary.contrast(lab, setting, key, setting, "img_oti")
-            duel.append({"setting": setting, "PCA fitted on": fit,
-                         "PCA - OTI [95% CI over seeds]": report.ci_text(c["mean_diff"], c["seed_ci_low"],
-                                                                        c["seed_ci_high"]),
-                         "[95% bootstrap CI over queries]": report.ci_text(c["boot_diff"], c["boot_ci_low"],
-                                                                          c["boot_ci_high"]),
-                         "verdict (seeds)": WINNER[report.direction(c["mean_diff"], c["seed_ci_low"],
-                                                                    c["seed_ci_high"])],
-                         "_c": c})
-    duel = pd.DataFrame(duel)
-    display(duel.drop(columns="_c").set_index(["setting", "PCA fitted on"]))
-    c = duel[(duel["setting"] == main) & (duel["PCA fitted on"] == "class prompts")]["_c"].iloc[0]
-    ahead = (duel["PCA fitted on"] == "class prompts") & (duel["verdict (seeds)"] == WINNER["up"])
-    behind = (duel["PCA fitted on"] == "class prompts") & (duel["verdict (seeds)"] == WINNER["down"])
-    reported_delta = gains["PCA - OTI"].mean()
-    agreement = {"agrees": "agrees with it in direction", "disagrees": "goes the other way",
-                 "inconclusive": "is inconclusive"}[report.agreement(reported_delta, c["seed_ci_low"],
-                                                                      c["seed_ci_high"])]
+WINNER = {"up": "projection ahead", "down": "OTI ahead", "none": "no detectable difference"}
+versus_oti = pd.concat([evidence.contrast_table("image", span, "oti", n_boot=N_BOOT).assign(span=span)
+                        for span in spans], ignore_index=True) if spans else pd.DataFrame()
+if versus_oti.empty:
+    display(Markdown(f"This evidence has no text-span projection (image methods: {listing(image_methods)})."))
+else:
+    versus_oti["verdict"] = [WINNER[prose.direction(m, lo, hi)] for m, lo, hi in
+                             zip(versus_oti["mean"], versus_oti["low"], versus_oti["high"])]
+    duel = pd.DataFrame({
+        "model": versus_oti["model"], "projection": versus_oti["span"].map(method_name),
+        "projection - OTI (points) [95% CI]": [prose.ci_text(m, lo, hi) for m, lo, hi in
+                                               zip(versus_oti["mean"], versus_oti["low"], versus_oti["high"])],
+        "interval": versus_oti["interval"], "verdict": versus_oti["verdict"]}).set_index(["model", "projection"])
+    display(duel)
+
+# %% tags=["hide-input"]
+if not versus_oti.empty:
+    reported_delta = float(gains["PCA - OTI"].mean())
+    lines = []
+    for span, group in versus_oti.groupby("span", sort=False):
+        counts = group["verdict"].value_counts()
+        lines.append(f"- {method_name(span)}: ahead of OTI for {int(counts.get(WINNER['up'], 0))} of the "
+                     f"{len(group)} models, behind for {int(counts.get(WINNER['down'], 0))}, not distinguishable "
+                     f"for {int(counts.get(WINNER['none'], 0))}.")
+    r = versus_oti[versus_oti["model"] == main].iloc[0] if main in set(versus_oti["model"]) else versus_oti.iloc[0]
+    agreement = "n/a" if np.isnan(r["low"]) else prose.agreement(reported_delta, r["low"], r["high"])
+    AGREEMENT = {"agrees": "agrees with it in sign", "disagrees": "has the opposite sign",
+                 "inconclusive": "is inconclusive (its interval includes zero)", "n/a": "has no interval"}
     display(Markdown(
-        f"In the `{main}` models: "
-        + summary.comparison_sentence("PCA (class prompts)", "OTI", c["mean_diff"], c["seed_ci_low"],
-                                      c["seed_ci_high"])
-        + f" Across the {len(settings)} settings, the prompt-fitted projection is ahead of OTI in {int(ahead.sum())}, "
-        f"behind in {int(behind.sum())} and not distinguishable in {len(settings) - int(ahead.sum() + behind.sum())} "
-        f"(95% CI over seeds). Against the critique's average advantage of {reported_delta:+.1f} points, the "
-        f"laboratory's `{main}` result **{agreement}**; the sizes are not comparable (different models and data)."))
+        "\n".join(lines) + "\n\n"
+        + prose.effect_sentence(f"`{r['model']}`, {method_name(r['span'])} minus OTI", r, unit="mAP points") + " "
+        + f"The critique reports an average advantage of {reported_delta:+.1f} points for its projection over OTI "
+        f"({claims.PROVENANCE['critique']}): this measurement **{AGREEMENT[agreement]}**. A sign can agree while "
+        "the sizes differ: the comparison is of directions only."))
 
 # %% [markdown]
-# ## The paper's models
+# ## Cell by cell, beside the critique
 #
-# With `SOURCE = "paper"`, this section reruns the comparison on the critique's models and datasets with
-# `crossgap_lib.experiments.image_retrieval` (intra-modal, OTI with the paper's settings, and the text-span
-# projection fitted on ImageNet class prompts) and lists the critique's numbers beside the reproduced ones.
+# Where this evidence holds one of the critique's models on one of its 13 datasets, the measured mAP of intra-modal
+# retrieval, OTI and each text-span projection stands beside the critique's cell (`claims.critique_cell`), with the
+# difference measured minus reported (points; revisited Oxford and Paris: the Medium protocol). The critique fits its
+# projection on class-name prompts; the evidence's projections are named in the `method` column.
 
 # %%
-if SOURCE == "paper":
-    cells = {}
-    for model in experiments.paper_models(MODELS):
-        clip = experiments.load_paper_model(model, device=DEVICE)
-        for dataset in DATASETS:
-            cells[(model.label, dataset)] = experiments.image_retrieval(clip, model, dataset, root=DATA_ROOT,
-                                                                        progress=False)
-    comparison = summary.critique_comparison(cells)
-    display(Markdown(f"Critique column: {provenance_note(critique)}. mAP points; revisited Oxford/Paris: Medium."))
-    display(comparison.pivot_table(index=["model", "dataset"], columns="method",
-                                   values=["critique", "reproduced", "difference"]).round(1))
-    shared = comparison.dropna(subset=["critique"])
-    if len(shared):
-        averages = shared.groupby(["model", "method"])[["critique", "reproduced", "difference"]].mean().unstack()
-        n_shared = shared["dataset"].nunique()
-        display(Markdown(f"Averages over the {n_shared} dataset{'s' if n_shared != 1 else ''} that both tables have:"))
-        display(averages.round(1))
-    reproduced = comparison.pivot_table(index=["model", "dataset"], columns="method", values="reproduced")
-    display(Markdown("\n".join(
-        f"- {model}: PCA - OTI = {(group['PCA'] - group['OTI']).mean():+.1f} mAP points on average over the "
-        f"{len(group)} datasets run"
-        + (f" (critique, 13 datasets: {gains.loc[model, 'PCA - OTI']:+.1f})" if model in gains.index else "")
-        + f"; PCA ahead on {int((group['PCA'] > group['OTI']).sum())}/{len(group)} datasets."
-        for model, group in reproduced.groupby(level="model"))))
+CELL_METHODS = {"intra": "intra", "oti": "OTI", **{span: "PCA" for span in spans}}
+critique_models = list(dict.fromkeys(critique["model"]))
+shared_models = [m for m in evidence.labels if m in critique_models]
+shared_datasets = [d for d in datasets if d in claims.CRITIQUE_COLUMNS]
+means = evidence.means("image", "mAP")
+cells = []
+for model in shared_models:
+    for dataset in shared_datasets:
+        for method, reported_method in CELL_METHODS.items():
+            value = means[(means["model"] == model) & (means["dataset"] == dataset) & (means["method"] == method)]
+            if value.empty:
+                continue
+            reported_value = claims.critique_cell(model, dataset, reported_method)
+            cells.append({"model": model, "dataset": claims.CRITIQUE_COLUMNS[dataset], "method": method,
+                          "critique": reported_value, "measured": 100 * float(value["value"].iloc[0]),
+                          "difference": 100 * float(value["value"].iloc[0]) - reported_value})
+cells = pd.DataFrame(cells)
+if cells.empty:
+    display(Markdown(
+        f"No cell to compare: the evidence's models ({listing(evidence.labels)}) and image datasets "
+        f"({listing(datasets)}) share no model with the critique's ({listing(critique_models)}) or no dataset with "
+        f"its 13 ({listing(claims.CRITIQUE_COLUMNS)})."))
+else:
+    display(Markdown(f"Critique column: {claims.provenance_note(critique)}. Measured: {source_line()}."))
+    display(cells.pivot_table(index=["model", "dataset"], columns="method", values=["critique", "measured",
+                                                                                     "difference"], sort=False)
+            .round(1))
+    averages = cells.groupby(["model", "method"], sort=False)[["critique", "measured", "difference"]].mean()
+    display(Markdown(f"Averages over the {cells['dataset'].nunique()} shared dataset(s):"))
+    display(averages.round(1))
