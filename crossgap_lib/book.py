@@ -449,23 +449,27 @@ def write_stats(executed_dir: Path, records: dict[str, dict], order: list[str]) 
             path.write_text(text)
 
     write(executed_dir / f"{STATS_PAGE}.json", json.dumps(records, indent=2, sort_keys=True) + "\n")
-    header = ("| Notebook | Run time | This build | Executed | Profile | crossgap | Commit | torch | open_clip "
-              "| Device |\n|---|---:|---|---|---|---|---|---|---|---|\n")
+    fields = ("profile", "crossgap", "commit", "torch", "open_clip", "python", "device")
+    environments: dict[tuple, str] = {}  # one letter per distinct environment, listed under the table
     rows = []
     for name in order:
         r = records.get(name)
         if r is None:
             continue
+        env = environments.setdefault(tuple(r.get(f, "?") for f in fields), chr(ord("A") + len(environments)))
         seconds = f"{r['seconds']:.1f} s" if r.get("seconds") is not None else "?"
         rows.append(f"| {{download}}`{name}.ipynb <{name}.ipynb>` | {seconds} | cache {r['cache']} | "
-                    f"{r.get('executed_at', '?')} | {r['profile']} | {r['crossgap']} | `{r['commit']}` | "
-                    f"{r['torch']} | {r['open_clip']} | {r['device']} |")
+                    f"{r.get('executed_at', '?')} | {env} |")
+    described = "\n".join(
+        f"- **{letter}**: profile `{values[0]}`, crossgap {values[1]} at commit `{values[2]}`, torch {values[3]}, "
+        f"open_clip {values[4]}, Python {values[5]}, device {values[6]}" for values, letter in environments.items())
     text = (
         "# Execution statistics\n\n"
         "How each page of this book was computed. *Run time* is the notebook's last execution; *This build* says "
         "whether this build re-executed it (cache miss) or reused the executed notebook because its text, parameters "
         "and the library were unchanged (cache hit). Each notebook name downloads the executed notebook.\n\n"
-        + header + "\n".join(rows) + "\n"
+        "| Notebook | Run time | This build | Executed at | Environment |\n|---|---:|---|---|---|\n"
+        + "\n".join(rows) + "\n\nEnvironments:\n\n" + described + "\n"
     )
     write(executed_dir / f"{STATS_PAGE}.md", text)
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_profiles_define_the_three_profiles_and_every_notebook_exists():
         assert (ROOT / "notebooks" / f"{name}.py").exists(), name
     toc = book.toc_pages(ROOT / "_toc.yml")
     executed = {p.split("/")[-1] for p in toc if p.startswith("book/_executed/")}
-    assert executed == set(staged), "every staged notebook is a page of the book and vice versa"
+    assert executed == set(staged) | {book.STATS_PAGE}, "every staged notebook is a page of the book and vice versa"
 
 
 def test_unknown_profile_is_a_clear_error():
@@ -267,33 +268,48 @@ def test_gpu_workflow_runs_the_paper_profile_on_a_gpu_runner():
     assert "deploy-pages" in json.dumps(wf["jobs"]["deploy"])
 
 
-# --- the whole book on the smoke profile --------------------------------------------------------------------------
+# --- the whole book, built on each profile of BOOK_PROFILES ------------------------------------------------------
+
+BOOK_PROFILES = ["smoke"]  # the profiles the test suite builds whole (each page then opened in a headless browser)
+SCREENSHOTS = Path(os.environ.get("CROSSGAP_SCREENSHOTS", ROOT / "_build" / "screenshots"))  # uploaded by CI
 
 
-@pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory):
-    build_root = tmp_path_factory.mktemp("book")
-    html = book.build("smoke", build_root=build_root, jobs=2)
-    return build_root / "smoke", html
+@pytest.fixture(scope="module", params=BOOK_PROFILES)
+def built_book(request, tmp_path_factory):
+    """``(profile name, build folder, HTML folder, build log)`` of one whole book built in a temporary folder."""
+    build_root = tmp_path_factory.mktemp(f"book-{request.param}")
+    lines: list[str] = []
+    html = book.build(request.param, build_root=build_root, jobs=2, log=lambda line: (lines.append(line), print(line)))
+    return request.param, build_root / request.param, html, lines
 
 
 @pytest.mark.book
-def test_smoke_book_has_every_toc_page(smoke_book):
-    _, html = smoke_book
+def test_book_has_every_toc_page(built_book):
+    _, _, html, _ = built_book
     for page in book.toc_pages(ROOT / "_toc.yml"):
         assert (html / f"{page}.html").exists(), page
     # the root page redirects to the first page and names the favicon (no stray request for /favicon.ico)
     root = (html / "index.html").read_text()
     first = book.toc_pages(ROOT / "_toc.yml")[0]
     assert f'url={first}.html"' in root and '<link rel="icon" href="_static/logo.svg">' in root
-    assert (html / "_static" / "logo.svg").exists()
+    assert (html / "_static" / "logo.svg").exists() and (html / "_static" / "crossgap.css").exists()
 
 
 @pytest.mark.book
-def test_smoke_book_notebooks_have_no_errors(smoke_book):
+def test_book_build_reports_progress(built_book):
+    _, _, _, lines = built_book
+    text = "\n".join(lines)
+    for name in [n for stage in book.get_profile(built_book[0]).stages for n in stage]:
+        assert re.search(rf"\[book\] {name}: (start|unchanged)", text), f"no start line for {name}"
+        assert re.search(rf"\[book\] {name}: (done in [\d.]+ s \(cache miss\)|unchanged, skipped \(cache hit\))",
+                         text), f"no end line for {name}"
+
+
+@pytest.mark.book
+def test_book_notebooks_have_no_errors(built_book):
     import nbformat
 
-    build_dir, _ = smoke_book
+    profile, build_dir, _, _ = built_book
     executed = sorted((build_dir / "src" / "book" / "_executed").glob("*.ipynb"))
     assert executed
     for path in executed:
@@ -302,20 +318,43 @@ def test_smoke_book_notebooks_have_no_errors(smoke_book):
             for output in cell.get("outputs", []):
                 assert output.get("output_type") != "error", f"{path.name}: {output.get('ename')}"
         banner = [c for c in nb.cells if "crossgap-banner" in c.metadata.get("tags", [])]
-        assert banner and "smoke" in banner[0].source, f"{path.name} lacks its provenance banner"
+        assert banner and profile in banner[0].source, f"{path.name} lacks its provenance banner"
 
 
 @pytest.mark.book
-def test_smoke_book_figures_exist(smoke_book):
-    _, html = smoke_book
+def test_book_has_execution_statistics_and_notebook_downloads(built_book):
+    profile, build_dir, html, _ = built_book
+    stats = json.loads((build_dir / "src" / "book" / "_executed" / "execution_stats.json").read_text())
+    staged = [n for stage in book.get_profile(profile).stages for n in stage]
+    assert set(stats) == set(staged)
+    for record in stats.values():
+        assert record["profile"] == profile and record["torch"] and record["open_clip"] and record["device"]
+    page = (html / "book" / "_executed" / f"{book.STATS_PAGE}.html").read_text()
+    for name in staged:
+        assert re.search(rf'href="[^"]*_downloads/[^"]+/{name}\.ipynb"', page), f"no download of {name}.ipynb"
+
+
+@pytest.mark.book
+def test_book_figures_exist_and_have_alt_text(built_book):
+    _, _, html, _ = built_book
     n_images = 0
     for page in html.rglob("*.html"):
-        for src in re.findall(r'<img[^>]+src="([^"]+)"', page.read_text()):
+        for tag in re.findall(r"<img[^>]+>", page.read_text()):
+            src = re.search(r'src="([^"]+)"', tag).group(1)
             if src.startswith(("http", "data:")):
                 continue
             n_images += 1
             assert (page.parent / src).resolve().exists(), f"{page.name} references missing {src}"
+            alt = re.search(r'alt="([^"]*)"', tag)
+            assert alt and alt.group(1).strip() and not alt.group(1).endswith(".png"), f"{page.name}: {tag[:200]}"
     assert n_images >= 8, f"only {n_images} figures in the whole book"
+
+
+@pytest.mark.book
+def test_book_has_launch_buttons(built_book):
+    _, _, html, _ = built_book
+    page = (html / "book" / "_executed" / "lab.html").read_text()
+    assert "colab.research.google.com/github/" in page and "mybinder.org/v2/gh/" in page
 
 
 def _chromium() -> str | None:
@@ -325,8 +364,34 @@ def _chromium() -> str | None:
     return None
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no access log in the test output
+        pass
+
+
+# in the page: images that did not load, and code blocks or tables that stick out of the text column
+PAGE_PROBLEMS_JS = """() => {
+  const problems = [];
+  for (const img of document.images) {
+    if (img.src.startsWith(location.origin) && (!img.complete || img.naturalWidth === 0)) {
+      problems.push(`image not loaded: ${img.src}`);
+    }
+  }
+  const article = document.querySelector('.bd-article');
+  if (article) {
+    const right = article.getBoundingClientRect().right + 1;
+    for (const el of article.querySelectorAll('pre, table')) {
+      if (el.offsetParent === null) continue;  // hidden (folded cells)
+      if (el.getBoundingClientRect().right > right) problems.push(`${el.tagName} overflows the column`);
+      if (el.tagName === 'PRE' && el.scrollWidth > el.clientWidth + 1) problems.push('a code line overflows');
+    }
+  }
+  return problems;
+}"""
+
+
 @pytest.mark.book
-def test_smoke_book_opens_in_a_headless_browser_without_console_errors(smoke_book):
+def test_every_page_opens_in_a_headless_browser_without_errors(built_book):
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
@@ -334,39 +399,64 @@ def test_smoke_book_opens_in_a_headless_browser_without_console_errors(smoke_boo
         pytest.skip("no chromium on this machine (make browser installs it)")
     from playwright.sync_api import sync_playwright
 
-    _, html = smoke_book
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
-    handler.log_message = lambda *a, **k: None
+    profile, _, html, _ = built_book
+    shots = SCREENSHOTS / profile
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    handler = functools.partial(_QuietHandler, directory=str(html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    errors: list[str] = []
+    pages = book.toc_pages(ROOT / "_toc.yml")
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=exe, args=args)
-            page = browser.new_page()
-            errors = []
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            current = {"page": "index"}
 
             def on_console(msg):
-                # this machine is offline: only the CDN's MathJax is out of reach, which a reader online has
+                # this machine may be offline: only what the book serves itself must load (the CDN's MathJax not)
                 if msg.type == "error" and msg.location.get("url", "").startswith(base):
-                    errors.append(f"{msg.text} ({msg.location.get('url')})")
+                    errors.append(f"{current['page']}: console error {msg.text} ({msg.location.get('url')})")
+
+            def on_response(response):
+                if response.url.startswith(base) and response.status >= 400:
+                    errors.append(f"{current['page']}: HTTP {response.status} for {response.url}")
 
             page.on("console", on_console)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{current['page']}: {exc}"))
+            page.on("response", on_response)
             response = page.goto(f"{base}/index.html", wait_until="load")
             assert response is not None and response.ok
-            page.wait_for_url("**/book/intro.html")  # index.html redirects to the introduction
-            page.wait_for_load_state("load")
-            assert "Crossing CLIP" in page.title()
-            response = page.goto(f"{base}/book/_executed/fig2_oti_dynamics.html", wait_until="load")
-            assert response is not None and response.ok
-            assert page.locator("img").count() >= 2, "the figure page shows no figure"
+            page.wait_for_url(f"**/{pages[0]}.html")  # index.html redirects to the first page
+            for name in pages:
+                current["page"] = name
+                response = page.goto(f"{base}/{name}.html", wait_until="load")
+                assert response is not None and response.ok, name
+                page.wait_for_load_state("networkidle")
+                errors.extend(f"{name}: {problem}" for problem in page.evaluate(PAGE_PROBLEMS_JS))
+                page.screenshot(path=str(shots / f"{name.replace('/', '__')}.png"), full_page=True)
             browser.close()
     finally:
         server.shutdown()
-    assert not errors, errors
+    assert not errors, "\n".join(errors)
+    assert len(list(shots.glob("*.png"))) == len(pages)
+
+
+@pytest.mark.book
+@pytest.mark.slow
+def test_rebuild_with_nothing_changed_takes_under_a_minute(built_book):
+    profile, build_dir, _, _ = built_book
+    lines: list[str] = []
+    start = time.time()
+    book.build(profile, build_root=build_dir.parent, jobs=2, log=lines.append)
+    seconds = time.time() - start
+    staged = [n for stage in book.get_profile(profile).stages for n in stage]
+    assert sum("(cache hit)" in line for line in lines) == len(staged), lines
+    assert seconds < 60, f"a rebuild with nothing changed took {seconds:.0f} s"
 
 
 def test_prefetch_reports_missing_weights_clearly(monkeypatch, tmp_path, capsys):
