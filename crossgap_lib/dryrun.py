@@ -211,11 +211,13 @@ class _Build:
 
 
 def _lines(rows: Sequence[Any]) -> str:
+    """One line per row."""
     return "".join(f"{r}\n" for r in rows)
 
 
 # ------------------------------------------------------------------------------------------------ image writers
 def _write_cub(b: _Build) -> None:
+    """CUB-200-2011: index files, ``classes.txt`` and ``images/<NNN.Class>/<Species>_<n>_<m>.jpg``."""
     noise = b.noise()
     classes = [folder for folder, _ in _class_entries("cub", b.n_classes)]
     images, labels, split = [], [], []
@@ -236,6 +238,7 @@ def _write_cub(b: _Build) -> None:
 
 
 def _write_sop(b: _Build) -> None:
+    """Stanford Online Products: ``Ebay_train.txt`` / ``Ebay_test.txt`` and ``<super>_final/<product>_<k>.JPG``."""
     supers = [folder for folder, _ in _class_entries("sop", b.n_classes)]
     noise = b.noise(2 * b.n_classes)
     header = "image_id class_id super_class_id path"
@@ -253,6 +256,7 @@ def _write_sop(b: _Build) -> None:
 
 
 def _write_revisited(b: _Build) -> None:
+    """Revisited Oxford/Paris: ``gnd_<name>.pkl`` (protocol 2, numpy arrays) and ``jpg/``, distractors included."""
     landmarks = [folder for folder, _ in _class_entries(b.name, b.n_classes)]
     prefix = "paris_" if b.name == "rparis6k" else ""
     noise = b.noise()
@@ -308,6 +312,7 @@ def _coop_relative_path(b: _Build, folder: str, split: str, k: int) -> str:
 
 
 def _write_split_json(b: _Build) -> None:
+    """A CoOp split file ``split_zhou_<Name>.json`` and the images it lists."""
     _, _, _, split_file, image_dir, _ = next(row for row in SPLIT_JSON_SETS if row[0] == b.name)
     noise = b.noise()
     table: dict[str, list[list[Any]]] = {"train": [], "val": [], "test": []}
@@ -325,6 +330,7 @@ def _write_split_json(b: _Build) -> None:
 
 
 def _write_fgvc(b: _Build) -> None:
+    """FGVC-Aircraft ``data/``: ``variants.txt``, ``images_variant_<split>.txt``, ``images/<id>.jpg``."""
     variants = [name for _, name in _class_entries("fgvc_aircraft", b.n_classes)]
     noise = b.noise()
     ids = iter(f"{i:07d}" for i in b.rng.permutation(10**7)[: b.n_classes * (b.images_per_class + 2 * b.n_eval)])
@@ -347,6 +353,7 @@ def _spread_wnids(n: int) -> list[str]:
 
 
 def _write_imagenet(b: _Build) -> None:
+    """ImageNet in CoOp's layout: ``images/train|val/<wnid>/`` and the 1000-line ``classnames.txt``."""
     wnids, names = ds.imagenet_wnids(), ds.imagenet_classnames()
     b.write("classnames.txt", _lines(f"{w} {n}" for w, n in zip(wnids, names)))  # CoOp's file: all 1000 classes
     noise = b.noise()
@@ -359,6 +366,7 @@ def _write_imagenet(b: _Build) -> None:
 
 
 def _imagenet_variant_wnids(b: _Build) -> list[str]:
+    """The variant's own classes (ImageNet-A/-R subsets) or wnids spread over the 1000."""
     if b.name not in _CLASSNAMES:
         return _spread_wnids(b.n_classes)
     listed = list(_CLASSNAMES[b.name])
@@ -367,6 +375,7 @@ def _imagenet_variant_wnids(b: _Build) -> list[str]:
 
 
 def _write_imagenet_variant(b: _Build) -> None:
+    """ImageNetV2 / -Sketch / -A / -R class folders with their file-name styles."""
     spec = ds.DATASETS[b.name]
     image_dir = spec.options["image_dirs"]["test"]
     index = {w: i for i, w in enumerate(ds.imagenet_wnids())}
@@ -406,6 +415,7 @@ def _caption_images(b: _Build, splits: Sequence[str], per_image: int) -> Iterato
 
 
 def _write_karpathy(b: _Build) -> None:
+    """Karpathy ``dataset_coco.json`` / ``dataset_flickr30k.json`` with 5 captions per image."""
     is_coco = b.name == "coco"
     splits = ("train", "restval", "val", "test") if is_coco else ("train", "val", "test")
     images, sentence_id = [], 0
@@ -429,6 +439,7 @@ def _write_karpathy(b: _Build) -> None:
 
 
 def _write_nocaps(b: _Build) -> None:
+    """NoCaps validation captions in COCO format, 10 per image."""
     images, annotations = [], []
     for image_id, (_, _, captions) in enumerate(_caption_images(b, ("val",), 10)):
         open_images_id = b.token(16, "0123456789abcdef")
@@ -450,6 +461,7 @@ def _sentence(b: _Build, words: Sequence[str], length: int) -> str:
 
 
 def _write_newsgroups(b: _Build) -> None:
+    """20 Newsgroups bydate: the 20 group folders of both parts, latin-1 messages with headers."""
     table = _class_table("newsgroups_classes.csv")  # the 20 groups are fixed by the format
     numbers = iter(b.rng.permutation(np.arange(10000, 99999))[: 40 * b.images_per_class])
     hosts = ("cs.cmu.edu", "netcom.com", "mit.edu", "uiuc.edu", "sei.cmu.edu", "ohio-state.edu")
@@ -466,6 +478,7 @@ def _write_newsgroups(b: _Build) -> None:
 
 
 def _write_imdb(b: _Build) -> None:
+    """aclImdb: ``train|test/neg|pos/<id>_<rating>.txt`` reviews with ``<br />`` breaks."""
     review_id = iter(b.rng.permutation(12500)[: 2 * b.images_per_class * 2])
     for part in ("train", "test"):
         for folder, ratings in (("neg", (1, 2, 3, 4)), ("pos", (7, 8, 9, 10))):
@@ -480,6 +493,7 @@ def _write_imdb(b: _Build) -> None:
 
 
 def _write_nanobeir(b: _Build) -> None:
+    """NanoBEIR in the Hugging Face layout: ``corpus/``, ``queries/``, ``qrels/`` parquet files."""
     import pandas as pd
 
     corpus, queries, qrels = [], [], []
@@ -500,6 +514,7 @@ def _write_nanobeir(b: _Build) -> None:
 
 
 def _writer(name: str) -> Callable[[_Build], None]:
+    """The writer for registry entry ``name``, chosen by its loader class."""
     spec = ds.DATASETS[name]
     loader = spec.loader.__name__
     return {
@@ -513,6 +528,7 @@ def _writer(name: str) -> Callable[[_Build], None]:
 
 # ---------------------------------------------------------------------------------------------- public: datasets
 def _canonical(name: str) -> str:
+    """The registry name of ``name`` (aliases and case accepted)."""
     try:
         return ds._spec(name).name
     except ValueError:
@@ -521,6 +537,7 @@ def _canonical(name: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
+    """The parsed JSON file, or None when missing or unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -528,6 +545,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _seed_for(seed: int, name: str) -> list[int]:
+    """A seed sequence specific to ``seed`` and ``name``."""
     return [int(seed), zlib.crc32(name.encode("utf-8"))]
 
 
@@ -587,6 +605,8 @@ def write_miniature_datasets(
 # ================================================================================================ checkpoints
 @dataclass(frozen=True)
 class _CheckpointPlan:
+    """Which file a paper model's random checkpoint goes to, and in which format."""
+
     label: str
     arch: str
     tag: str
@@ -599,6 +619,7 @@ class _CheckpointPlan:
 
 
 def _plans() -> dict[str, _CheckpointPlan]:
+    """Label -> checkpoint plan for every row of the paper's settings."""
     from .experiments import paper_models
 
     plans = {}
@@ -616,12 +637,14 @@ def supported_checkpoint_labels() -> list[str]:
 
 @contextmanager
 def _seeded(seed: list[int]) -> Iterator[None]:
+    """Seed torch's CPU generator for the block, restoring its state afterwards."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
         yield
 
 
 def _random_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """A randomly initialised open_clip ``arch`` state dict, floats as fp16."""
     import open_clip
 
     from .models import quiet_random_init
@@ -661,6 +684,7 @@ def _slip_checkpoint(arch: str, state_dict: dict[str, torch.Tensor]) -> dict[str
 
 
 def _save_checkpoint(plan: _CheckpointPlan, path: Path) -> None:
+    """Write the random checkpoint of ``plan`` to ``path`` in its format."""
     state_dict = _random_state_dict(plan.arch)
     if plan.kind == "open_clip":
         from safetensors.torch import save_file
@@ -673,10 +697,12 @@ def _save_checkpoint(plan: _CheckpointPlan, path: Path) -> None:
 
 
 def _is_ours(path: Path) -> bool:
+    """Whether ``path`` has a dry-run sidecar (was written by this module)."""
     return Path(str(path) + SIDECAR_SUFFIX).is_file()
 
 
 def _write_checkpoint(plan: _CheckpointPlan, root: Path, seed: int) -> Path:
+    """Write (or keep, when the sidecar matches) the checkpoint of ``plan`` under ``root``."""
     from .models import WEIGHT_SUFFIXES
 
     path = root / plan.filename
@@ -714,6 +740,7 @@ def _write_checkpoint(plan: _CheckpointPlan, root: Path, seed: int) -> Path:
 
 
 def _tokenizer_corpus() -> list[str]:
+    """Texts the stand-in tokenizer is trained on: every word the dry run feeds the models."""
     texts = [ds.imagenet_classnames(), [n for v in _CLASSNAMES.values() for n in v], _CAPTION_ATTRIBUTES,
              _CAPTION_ACTIONS, _CAPTION_PLACES, _CAPTION_TEMPLATES, [w for pair in _CAPTION_SUBJECTS for w in pair],
              [w for topic in _TOPICS for w in topic], _FILLER, _MOVIE_WORDS, *_SENTIMENT.values(),
@@ -723,11 +750,7 @@ def _tokenizer_corpus() -> list[str]:
 
 
 def write_standin_tokenizer(root: str | os.PathLike, arch: str = "ViT-B-16-SigLIP") -> Path | None:
-    """Save a stand-in for ``arch``'s Hugging Face tokenizer where the loader looks (None: ``arch`` uses none).
-
-    A Unigram (SentencePiece-style) tokenizer trained on the dry-run vocabulary, ids below the model's vocabulary
-    size; a real tokenizer already saved there (no marker file) is kept.
-    """
+    """Save a Unigram stand-in for ``arch``'s Hugging Face tokenizer where the loader looks; a real one is kept."""
     import open_clip
 
     text_cfg = (open_clip.get_model_config(arch) or {}).get("text_cfg", {})
@@ -775,8 +798,7 @@ def write_random_checkpoints(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Write random-weight checkpoints of paper models (default ``DRYRUN_MODELS``) where ``$CROSSGAP_WEIGHTS=root``
-    finds them; returns label -> path."""
+    """Write random-weight checkpoints of paper models (default ``DRYRUN_MODELS``) for ``$CROSSGAP_WEIGHTS=root``."""
     plans = _plans()
     labels = list(dict.fromkeys(DRYRUN_MODELS if models is None else models))
     unknown = [label for label in labels if label not in plans]
