@@ -20,20 +20,14 @@
 # On the right, the converse: zero-shot classification is natively inter-modal (an image against class prompts), and
 # approaching it intra-modally, by first inverting the image into a text feature with OTI, is reported to *hurt*.
 #
-# This page shows the reported averages, measures both differences on the same footing with confidence intervals,
-# and looks at how the inverted features place samples relative to the class prompts.
+# This page shows the reported averages, measures both differences on every model of the evidence with 95%
+# intervals, and looks at how the inverted features place samples relative to the class prompts.
 
 # %% tags=["parameters"]
-PROFILE = "embedded"
-SOURCE = "lab"
-LAB_PRESET = "embedded"
-LAB_OVERRIDES = {}
+SOURCE = "lab-embedded"
 DEVICE = "cpu"
-MODELS = ["CLIP B/32", "CLIP L/14", "OpenCLIP B/32", "OpenCLIP L/14", "SigLIP B/16"]
-TEXT_DATASETS = ["coco", "flickr30k", "nocaps"]
-ZERO_SHOT_DATASETS = ["caltech101", "dtd", "eurosat", "fgvc_aircraft", "food101", "imagenet", "flowers102",
-                      "oxford_pets", "stanford_cars", "sun397", "ucf101"]
-DATA_ROOT = None
+N_BOOT = 2000
+MODEL = None  # the model of the margin histograms; None: the first CLIP-family model of the evidence
 
 # %% tags=["hide-input"]
 # %matplotlib inline
@@ -41,150 +35,183 @@ import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets, on first import
 
+import math
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+import torch
 from IPython.display import Markdown, display
 
-from crossgap_lib import experiments, report, tables
-from crossgap_lib.lab import LabConfig, run_lab
-from crossgap_lib.reported import provenance_note, reported
+from crossgap_lib import claims, evaluation, prose
 
 sns.set_theme(style="whitegrid", context="notebook")
-config = LabConfig.from_dict({**getattr(LabConfig, LAB_PRESET)().to_dict(), **LAB_OVERRIDES})
+
+# %% [markdown]
+# ## The evidence
+#
+# Every number on this page comes from one stored evaluation of the source (text->text and OVI->text retrieval on
+# the text datasets, image and OTI features against class prompts on the zero-shot datasets, per query and per
+# image), computed by the first page of a build and read from the cache here.
+
+# %%
+evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
+
+# %% tags=["remove-input"]
+TEXT_DATASETS, ZS_DATASETS = evidence.datasets("text"), evidence.datasets("zero_shot")
+SOURCE_NAME = evidence.source["name"]
+FAMILY = dict(zip(evidence.models["label"], evidence.models["family"]))
+TEMPERATURE = {r["label"]: (None if pd.isna(r["temperature"]) else float(r["temperature"]))
+               for r in evidence.models.to_dict("records")}
+
+
+def names(items) -> str:
+    return ", ".join(f"`{x}`" for x in items) if len(items) else "none"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def seeds_text(model: str) -> str:
+    seeds = evidence.seeds(model)
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
+SOURCE_LINE = (f"source `{SOURCE_NAME}` ({evidence.source['resolved']['kind']}): {len(evidence.labels)} models "
+               f"({names(evidence.labels)})")
+display(Markdown(
+    f"Evidence of {SOURCE_LINE}; text datasets {names(TEXT_DATASETS)}; zero-shot datasets {names(ZS_DATASETS)}. "
+    "Seeds per model: " + "; ".join(f"`{m}` {seeds_text(m)}" for m in evidence.labels) + "."))
 
 # %% [markdown]
 # ## What the paper reports
 #
 # Left: text-to-text retrieval mAP averaged over COCO, Flickr30k and NoCaps. Right: zero-shot top-1 accuracy averaged
 # over 11 classification datasets, inter-modal (image vs class prompts) and intra-modal (OTI feature vs class
-# prompts). SLIP is not part of this table.
+# prompts). SLIP is not part of this table. Only the averages were available, not the per-dataset cells.
 
 # %%
-reported_text = tables.reported_with_delta("table2_text", "intra_text_to_text_mAP", "ovi_to_text_mAP")
-reported_zs = tables.reported_with_delta("table2_zero_shot", "inter_zero_shot_top1", "oti_intra_top1")
+reported_text, reported_zs = claims.reported_with_delta("text"), claims.reported_with_delta("zero_shot")
 both = pd.concat({
-    "text-to-text retrieval (mAP)": reported_text.set_index("model")[
-        ["intra_text_to_text_mAP", "ovi_to_text_mAP", "difference"]].set_axis(
+    "text-to-text retrieval (mAP)": reported_text.set_index("model")[["baseline", "inversion", "difference"]].set_axis(
         ["intra-modal", "OVI-to-text", "OVI - intra"], axis=1),
-    "zero-shot classification (top-1)": reported_zs.set_index("model")[
-        ["inter_zero_shot_top1", "oti_intra_top1", "difference"]].set_axis(
-        ["inter-modal", "OTI (intra-modal)", "OTI - inter"], axis=1),
+    "zero-shot classification (top-1)": reported_zs.set_index("model")[["baseline", "inversion", "difference"]]
+    .set_axis(["inter-modal", "OTI (intra-modal)", "OTI - inter"], axis=1),
 }, axis=1)
 display(both)
-display(Markdown(f"Provenance: {provenance_note(reported('table2_text'))}; averages only, per-dataset cells were not "
-                 "available."))
+REPORTED_NOTE = claims.provenance_note(pd.concat([claims.reported("table2_text"), claims.reported("table2_zero_shot")]))
+display(Markdown(f"Provenance: {REPORTED_NOTE}."))
+
+# %% [markdown]
+# ## How a measured difference is compared with the paper
+#
+# Every difference below is computed per query on the same queries (the same texts for intra-modal and OVI; the same
+# test images for inter-modal and OTI) by `evidence.contrast_table`. Its 95% interval is a t-interval over training
+# seeds when a model has several, else over datasets when there are several, else a bootstrap over the queries of
+# the one dataset. It is set beside the reported difference of the model's own row (a paper model) or of its
+# analogue (the mean of the CLIP-family rows for a CLIP-like model); Table 2 has no row for SLIP-like, soft-target or
+# fixed-temperature models. The test, fixed before looking at the data: the measured interval **agrees** when it
+# excludes zero on the side of the reported sign, **disagrees** when it excludes zero on the other side, and is
+# **inconclusive** when it includes zero.
+
+# %% tags=["remove-input"]
+def contrast_view(task: str, gains: pd.DataFrame, means: pd.DataFrame, base: str, inv: str,
+                  base_name: str, inv_name: str, diff_name: str) -> pd.DataFrame:
+    """Per model: both methods (x100, mean over seeds and datasets), the difference with its CI, the reported one."""
+    by_method = means.pivot_table(index="model", columns="method", values="value", sort=False)
+    rows = []
+    for model, row in gains.iterrows():
+        effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task=task)
+        rows.append({
+            "model": model, base_name: round(100 * by_method.loc[model, base], 1),
+            inv_name: round(100 * by_method.loc[model, inv], 1),
+            f"{diff_name} [95% CI]": prose.ci_text(row["mean"], row["low"], row["high"]), "interval": row["interval"],
+            "compared with": effect["analogue"] if effect else "no reported analogue",
+            f"reported {diff_name}": f"{effect['delta']:+.1f}" if effect else "-",
+            "sign": (prose.agreement(effect["delta"], row["low"], row["high"])
+                     if effect and not math.isnan(row["low"]) else "-")})
+    table = pd.DataFrame(rows).set_index("model")
+    table.index.name = None
+    return table
+
+
+def per_dataset_table(means: pd.DataFrame, base: str, inv: str, diff_name: str, datasets: list[str]) -> pd.DataFrame:
+    """x100 per model and dataset: both methods and their difference (means over seeds)."""
+    wide = means[means["method"].isin([base, inv])].pivot_table(
+        index=["model", "method"], columns="dataset", values="value", sort=False)[datasets]
+    diff = wide.xs(inv, level="method") - wide.xs(base, level="method")
+    diff.index = pd.MultiIndex.from_product([diff.index, [diff_name]], names=["model", "method"])
+    wide = pd.concat([wide, diff])
+    wide = wide.loc[[(m, k) for m in evidence.labels for k in (base, inv, diff_name) if (m, k) in wide.index]]
+    wide.columns.name = None
+    return (100 * wide).round(1)
+
 
 # %% [markdown]
 # ## Text-to-text retrieval: intra-modal vs OVI
 #
-# The same text queries ranked against the same gallery of texts, once with their own feature and once with the OVI
-# feature. Intervals are 95% intervals across training seeds and, for the laboratory, a paired bootstrap over queries.
+# The same text queries ranked against the same gallery of texts (relevant: texts with the query's label), once with
+# their own text feature and once with their OVI feature. mAP x100, averaged over seeds and text datasets.
 
 # %%
-if SOURCE == "lab":
-    lab = run_lab(config, progress=False)
-    settings = config.settings
-    text_gains = tables.contrast_rows(lab.contrasts, "OVI - intra (text)")
-    text_table = lab.table(metrics_shown=["txt_intra_ovi_queries_mAP", "txt_ovi_mAP"]).rename(columns={
-        "txt_intra_ovi_queries_mAP": "intra-modal mAP", "txt_ovi_mAP": "OVI-to-text mAP"})
-    text_table.columns.name = None
-    text_table = text_table.join(tables.lab_vs_reported(lab.contrasts, settings, "OVI - intra (text)", task="text"))
-    display(text_table)
-    n_ovi = int(text_gains["n_pairs"].iloc[0] // text_gains["n_seeds"].iloc[0])
-    display(Markdown(
-        f"Laboratory: `{config.model}`, seeds {config.seeds}. Queries: the first caption of {n_ovi} held-out test "
-        f"images (OVI, {config.ovi_steps} steps, {config.ovi_num_pseudo_tokens} visual pseudo-token(s)); gallery: one "
-        f"caption of each of {config.n_gallery} training images; relevant: captions of the same class. Only the "
-        "learnable-temperature contrastive setting has a paper analogue here (the mean of the five models above). "
-        "The tiny models and generated captions differ from the paper's, so only the *sign* of the difference is "
-        "comparable."))
-elif SOURCE == "paper":
-    models = experiments.paper_models(MODELS)
-    text_cells = tables.paper_cells("text_retrieval", models, TEXT_DATASETS, root=DATA_ROOT, device=DEVICE,
-                                    progress=False)
-    per_dataset = tables.per_dataset_difference(text_cells, "ovi", "intra", "OVI - intra")
-    display(per_dataset.round(1))
-    text_table = tables.paper_average_vs_reported(
-        text_cells, "table2_text", {"intra": "intra_text_to_text_mAP", "ovi": "ovi_to_text_mAP"}, expected_datasets=3)
-    display(text_table.round(1))
+text_gains = evidence.contrast_table("text", "ovi", "intra", n_boot=N_BOOT).set_index("model")
+
+# %% tags=["hide-input"]
+text_means = evidence.means("text", "mAP")
+display(contrast_view("text", text_gains, text_means, "intra", "ovi", "intra-modal mAP", "OVI-to-text mAP",
+                      "OVI - intra"))
+display(Markdown("Per text dataset (mAP x100, mean over seeds):"))
+display(per_dataset_table(text_means, "intra", "ovi", "OVI - intra", TEXT_DATASETS))
+ovi_cos = evidence.means("text", "cos to target")
+display(Markdown(
+    "How closely OVI matched its target text feature (mean cosine between the OVI feature and the query's text "
+    "feature, over datasets and seeds): " + "; ".join(
+        f"`{m}` {g['value'].mean():.3f}" for m, g in ovi_cos.groupby("model", sort=False)) + "."))
 
 # %% [markdown]
 # ## Zero-shot classification: inter-modal vs OTI
 #
-# Each test image is classified by its most similar class prompt ("a photo of a {class}."), once with its image
-# feature (inter-modal, as CLIP is used) and once with its OTI feature (a text feature, so the comparison with the
-# prompts becomes intra-modal).
+# Each test image is classified by its most similar class prompt, once with its image feature (inter-modal, as CLIP
+# is used) and once with its OTI feature (a text feature, so the comparison with the prompts becomes intra-modal).
+# Top-1 accuracy x100, averaged over seeds and zero-shot datasets; the per-image difference is 1, 0 or -1.
 
 # %%
-if SOURCE == "lab":
-    zs = tables.lab_zero_shot(lab)
-    zs_table = pd.DataFrame({
-        "inter-modal, all seeds [95% CI]": [report.ci_text(r["inter (all seeds)"], r["inter_ci_low"],
-                                                           r["inter_ci_high"], signed=False) for _, r in zs.iterrows()],
-        "inter-modal, first seed": (100 * zs["inter (first seed)"]).round(1),
-        "OTI, first seed": (100 * zs["OTI (first seed)"]).round(1),
-        "OTI - inter [95% bootstrap CI over images]": [report.ci_text(r["diff"], r["ci_low"], r["ci_high"])
-                                                       for _, r in zs.iterrows()],
-        "paper analogue": zs["analogue"],
-        "reported difference": [f"{d:+.1f}" if pd.notna(d) else "-" for d in zs["reported_delta"]],
-        "sign agreement": [report.agreement(r["reported_delta"], r["ci_low"], r["ci_high"])
-                           if pd.notna(r["reported_delta"]) else "no paper analogue"
-                           for _, r in zs.iterrows()],
-    }, index=zs.index)
-    display(zs_table)
-    display(Markdown(
-        f"The laboratory keeps OTI features for the first training seed only (seed {config.seeds[0]}), so the OTI "
-        f"comparison is made on that seed's model, with a paired bootstrap over its {int(zs['n_images'].iloc[0])} "
-        f"test images ({config.oti_steps} OTI steps). The interval covers the choice of test images, not the "
-        "training seed. Chance level is "
-        f"{100 / len(lab.features[settings[0]['name']]['prompt']):.1f}%."))
-elif SOURCE == "paper":
-    zs_cells = tables.paper_cells("zero_shot", models, ZERO_SHOT_DATASETS, root=DATA_ROOT, device=DEVICE,
-                                  progress=False)
-    per_dataset = tables.per_dataset_difference(zs_cells, "oti_intra", "inter", "OTI - inter")
-    display(per_dataset.round(1))
-    zs_table = tables.paper_average_vs_reported(
-        zs_cells, "table2_zero_shot", {"inter": "inter_zero_shot_top1", "oti_intra": "oti_intra_top1"},
-        expected_datasets=11)
-    display(zs_table.round(1))
+zs_gains = evidence.contrast_table("zero_shot", "oti", "inter", n_boot=N_BOOT).set_index("model")
+
+# %% tags=["hide-input"]
+zs_means = evidence.means("zero_shot", "top-1")
+display(contrast_view("zero_shot", zs_gains, zs_means, "inter", "oti", "inter-modal top-1", "OTI top-1",
+                      "OTI - inter"))
+display(Markdown("Per zero-shot dataset (top-1 x100, mean over seeds):"))
+display(per_dataset_table(zs_means, "inter", "oti", "OTI - inter", ZS_DATASETS))
 
 # %% [markdown]
 # ## Both differences at a glance
 #
 # Top: the measured differences (OVI minus intra-modal retrieval mAP, OTI minus inter-modal zero-shot accuracy) with
-# their 95% intervals. Bottom: the reported differences per model. A positive bar means inversion helps.
+# their 95% intervals; dots are the individual seeds (or, with one seed, the individual datasets). Bottom: the
+# reported differences per model. A positive bar means inversion helps.
 
-# %%
-palette = sns.color_palette("deep", 10)
-fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
-if SOURCE == "lab":
-    panels = [
-        (axes[0, 0], list(text_gains.index), 100 * text_gains["mean_diff"], 100 * text_gains["seed_ci_low"],
-         100 * text_gains["seed_ci_high"], "OVI - intra mAP (points)", "Text retrieval: 95% CI over seeds"),
-        (axes[0, 1], list(zs.index), 100 * zs["diff"], 100 * zs["ci_low"], 100 * zs["ci_high"],
-         "OTI - inter top-1 (points)", "Zero-shot: 95% bootstrap CI over images"),
-    ]
-    suptitle = f"Laboratory ({config.model}, generated shapes and captions)"
-else:
-    text_delta = text_table["ovi reproduced"] - text_table["intra reproduced"]
-    zs_delta = zs_table["oti_intra reproduced"] - zs_table["inter reproduced"]
-    panels = [
-        (axes[0, 0], list(text_delta.index), text_delta, None, None, "OVI - intra mAP (points)",
-         "Text retrieval: average over datasets"),
-        (axes[0, 1], list(zs_delta.index), zs_delta, None, None, "OTI - inter top-1 (points)",
-         "Zero-shot: average over datasets"),
-    ]
-    suptitle = "Reproduced with the paper's models"
-for ax, names, means, lows, highs, ylabel, title in panels:
-    colours = [palette[i % len(palette)] for i in range(len(names))]
-    ax.bar(range(len(names)), means, color=colours, alpha=0.85)
-    if lows is not None:
-        ax.errorbar(range(len(names)), means, yerr=[means - lows, highs - means], fmt="none", ecolor="black",
-                    capsize=5, lw=1.5)
+# %% tags=["hide-input"]
+palette = dict(zip(evidence.labels, sns.color_palette("deep", len(evidence.labels))))
+fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+for ax, gains, ylabel, title in (
+        (axes[0, 0], text_gains, "OVI - intra mAP (points)",
+         f"Measured: text retrieval ({plural(len(TEXT_DATASETS), 'dataset')})"),
+        (axes[0, 1], zs_gains, "OTI - inter top-1 (points)",
+         f"Measured: zero-shot ({plural(len(ZS_DATASETS), 'dataset')})")):
+    labels = list(gains.index)
+    m = 100 * gains["mean"]
+    ax.bar(range(len(labels)), m, color=[palette[x] for x in labels], alpha=0.85)
+    ax.errorbar(range(len(labels)), m, yerr=[(m - 100 * gains["low"]).fillna(0), (100 * gains["high"] - m).fillna(0)],
+                fmt="none", ecolor="black", capsize=5, lw=1.5)
+    for i, (_, row) in enumerate(gains.iterrows()):
+        dots = row["per_seed"] if row["n_seeds"] > 1 else row["per_dataset"]
+        ax.scatter([i] * len(dots), [100 * v for v in dots], color="black", s=14, zorder=3, alpha=0.7)
     ax.axhline(0, color="grey", lw=1)
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
-    ax.set(ylabel=ylabel, title=f"{suptitle}\n{title}")
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set(ylabel=ylabel, title=f"{title}\nsource {SOURCE_NAME}; 95% CI")
 for ax, table, ylabel, title in (
         (axes[1, 0], reported_text, "OVI - intra mAP (points)", "Reported: text retrieval (3 datasets)"),
         (axes[1, 1], reported_zs, "OTI - inter top-1 (points)", "Reported: zero-shot (11 datasets)")):
@@ -194,67 +221,74 @@ for ax, table, ylabel, title in (
     ax.set(ylabel=ylabel, title=title)
 fig.tight_layout()
 plt.show()
+intervals = sorted(set(text_gains["interval"]) | set(zs_gains["interval"]))
+display(Markdown(
+    f"Top: {SOURCE_LINE}; text datasets {names(TEXT_DATASETS)}, zero-shot datasets {names(ZS_DATASETS)}; "
+    f"intervals: {', '.join(intervals)}. Bottom: {REPORTED_NOTE}, "
+    f"models {names(reported_text['model'])}."))
 
 # %% [markdown]
 # ## Where the inverted features put the samples
 #
-# For zero-shot classification, what matters is the *margin*: the similarity to the correct class prompt minus the
-# highest similarity to any other prompt (positive means correctly classified). The histograms compare the margins of
-# the image features with those of their OTI features on the same test images, for the learnable-temperature
-# contrastive model.
+# For classification against class prompts, what matters is the *margin*: the similarity to the correct class
+# prompt minus the highest similarity to any other prompt (positive means correctly classified). The histograms
+# compare the margins of the image features with those of their OTI features on the same images. They use the
+# features the evidence keeps for figures: the first seed of the model, on the first image-retrieval dataset (its
+# query images against one prompt per class), which need not be one of the zero-shot datasets above.
 
-# %%
-if SOURCE == "lab":
-    name = next((s["name"] for s in settings if s["loss"] == "clip" and s.get("temperature") is None),
-                settings[0]["name"])
-    f = lab.features[name]
+# %% tags=["hide-input"]
+def zero_shot_margins(prompts: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cosine to the true class prompt minus the best cosine to any other prompt, per sample."""
+    scores = torch.nn.functional.normalize(features.float(), dim=-1) @ torch.nn.functional.normalize(
+        prompts.float(), dim=-1).T
+    labels = torch.as_tensor(labels).long()
+    true = scores.gather(1, labels[:, None]).squeeze(1)
+    others = scores.scatter(1, labels[:, None], float("-inf")).max(1).values
+    return true - others
+
+
+model = MODEL if MODEL is not None else (claims.pick(evidence, "clip") or evidence.labels[0])
+features = evidence.features.get(model, {})
+if features.get("prompt") is None:
+    display(Markdown(f"The stored features of `{model}` have no class prompts (dataset "
+                     f"`{features.get('dataset', 'none')}` has no class names), so no margins can be drawn."))
+else:
     margins = pd.DataFrame({
-        "image (inter-modal)": tables.zero_shot_margins(f["prompt"], f["image"], f["labels"]).numpy(),
-        "OTI feature (intra-modal)": tables.zero_shot_margins(f["prompt"], f["oti"], f["labels"]).numpy(),
-    })
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+        "image (inter-modal)": zero_shot_margins(features["prompt"], features["image"], features["labels"]).numpy(),
+        "OTI feature (intra-modal)": zero_shot_margins(features["prompt"], features["oti"],
+                                                       features["labels"]).numpy()})
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     sns.histplot(margins.melt(var_name="query feature", value_name="margin"), x="margin", hue="query feature",
                  bins=30, element="step", stat="density", common_norm=False, ax=ax)
     ax.axvline(0, color="black", lw=1)
-    ax.set(xlabel="cosine to the true class prompt - best other class prompt",
-           title=f"Zero-shot margins, '{name}' model, seed {config.seeds[0]}")
+    ax.set(xlabel="cosine to the true class prompt - best other class prompt", ylabel="density",
+           title=f"Margins against class prompts: '{model}', seed {evidence.seeds(model)[0]}, "
+                 f"dataset {features['dataset']}")
     plt.show()
-    frac = (margins > 0).mean()
-    spread = margins.std()
+    positive, median, spread = (margins > 0).mean(), margins.median(), margins.std()
     display(Markdown(
-        f"Share of test images with a positive margin: {100 * frac.iloc[0]:.1f}% with the image feature and "
-        f"{100 * frac.iloc[1]:.1f}% with the OTI feature (the zero-shot accuracies). Median margin: "
-        f"{margins.iloc[:, 0].median():+.3f} vs {margins.iloc[:, 1].median():+.3f}; standard deviation "
-        f"{spread.iloc[0]:.3f} vs {spread.iloc[1]:.3f}."))
-elif SOURCE == "paper":
-    display(Markdown("The margin histograms need the per-image features, which this page does not keep for the "
-                     "paper's models; the averages above are the paper-profile result."))
+        f"`{model}` (seed {evidence.seeds(model)[0]}), the {len(margins)} query images of `{features['dataset']}` "
+        f"against {features['prompt'].shape[0]} class prompts, {SOURCE_LINE}. Share with a positive margin "
+        f"(correctly classified): {100 * positive.iloc[0]:.1f}% with the image feature and "
+        f"{100 * positive.iloc[1]:.1f}% with the OTI feature (chance: {100 / features['prompt'].shape[0]:.1f}%). "
+        f"Median margin {median.iloc[0]:+.3f} vs {median.iloc[1]:+.3f}; standard deviation {spread.iloc[0]:.3f} vs "
+        f"{spread.iloc[1]:.3f}."))
 
 # %% [markdown]
 # ## What the measurements say
 #
-# Generated from the numbers above, each with its 95% interval.
+# Generated from the contrasts above: each difference with its 95% interval, whether the interval excludes zero,
+# and, where the paper has a row or an analogue for the model, whether the sign agrees.
 
-# %%
-if SOURCE == "lab":
-    lines = []
-    for setting in settings:
-        name = setting["name"]
-        label = f"`{name}`, text retrieval, OVI - intra mAP"
-        lines.append("- " + tables.setting_sentence(setting, text_gains.loc[name], label, task="text"))
-    for name, row in zs.iterrows():
-        sentence = report.verdict(f"`{name}`, zero-shot, OTI - inter top-1", row["diff"], row["ci_low"],
-                                  row["ci_high"], interval="95% bootstrap CI over the first seed's test images")
-        if pd.notna(row["reported_delta"]):
-            sentence += " " + tables.agreement_sentence(row["reported_delta"], row["ci_low"], row["ci_high"],
-                                                        f"its analogue ({row['analogue']})")
+# %% tags=["remove-input"]
+lines = []
+for task, gains, what in (("text", text_gains, "text retrieval, OVI - intra mAP"),
+                          ("zero_shot", zs_gains, "zero-shot, OTI - inter top-1")):
+    for model, row in gains.iterrows():
+        sentence = prose.effect_sentence(f"`{model}` ({FAMILY[model]}), {what}", row.to_dict())
+        effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task=task)
+        if effect is not None:
+            target = f"`{model}`" if effect["analogue"] == model else f"its analogue ({effect['analogue']})"
+            sentence += " " + prose.agreement_sentence(effect["delta"], row["low"], row["high"], target)
         lines.append("- " + sentence)
-    display(Markdown("\n".join(lines)))
-elif SOURCE == "paper":
-    lines = [f"- {m}: OVI - intra = {r['ovi reproduced'] - r['intra reproduced']:+.1f} mAP points averaged over "
-             f"{int(r['n datasets'])} text datasets (reported {r['ovi reported'] - r['intra reported']:+.1f})."
-             for m, r in text_table.iterrows()]
-    lines += [f"- {m}: OTI - inter = {r['oti_intra reproduced'] - r['inter reproduced']:+.1f} top-1 points averaged "
-              f"over {int(r['n datasets'])} datasets (reported {r['oti_intra reported'] - r['inter reported']:+.1f})."
-              for m, r in zs_table.iterrows()]
-    display(Markdown("\n".join(lines)))
+display(Markdown("\n".join(lines)))
