@@ -330,6 +330,10 @@ def _execute_job(job: dict) -> dict:
     """Run one planned notebook (in a worker process); returns its outcome instead of raising."""
     start = time.time()
     Path(job["progress"]).write_text(_START + "\n")
+    if job.get("stderr"):  # the kernel's own chatter (e.g. ipykernel's TCP notice) goes to a file, not the terminal
+        sys.stderr.flush()
+        with open(job["stderr"], "w") as log_file:
+            os.dup2(log_file.fileno(), 2)
     try:
         execute_notebook(Path(job["notebook"]), Path(job["output"]), job["parameters"], env=job["env"],
                          banner=job["banner"], cwd=Path(job["cwd"]))
@@ -533,12 +537,13 @@ def execute_profile(
             Path(job["stamp"]).unlink(missing_ok=True)
             (executed_dir / f"{job['name']}.failed").unlink(missing_ok=True)
             job["progress"] = str(build_dir / "progress" / f"{job['name']}.log")
+            job["stderr"] = str(build_dir / "progress" / f"{job['name']}.stderr.log")
             # progress bars land in the executed notebook (the pages drop stderr): one refresh per 5 s, not per 0.1 s
             job["env"] = {"MPLBACKEND": INLINE_BACKEND, "TQDM_MININTERVAL": "5", **profile.env,
                           "CROSSGAP_CACHE": str(cache), "OMP_NUM_THREADS": threads, "CROSSGAP_THREADS": threads,
                           PROGRESS_ENV: job["progress"]}
         log(f"[book] stage {index}/{len(stages)}: {', '.join(j['name'] for j in todo)} ({workers} at a time, "
-            f"{threads} threads each)")
+            f"{threads} thread{'' if threads == '1' else 's'} each)")
         outcomes = run_jobs(todo, workers, log=log)
         failures = []
         for job in todo:
