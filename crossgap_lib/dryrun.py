@@ -620,10 +620,10 @@ class _CheckpointPlan:
 
 def _plans() -> dict[str, _CheckpointPlan]:
     """Label -> checkpoint plan for every row of the paper's settings."""
-    from .experiments import paper_models
+    from .paper import model_settings, paper_labels
 
     plans = {}
-    for model in paper_models():
+    for model in map(model_settings, paper_labels()):
         kind = "slip" if model.open_clip_name.startswith("slip-") else "openai" if model.pretrained == "openai" \
             else "open_clip"
         plans[model.label] = _CheckpointPlan(model.label, model.open_clip_name, model.pretrained, kind)

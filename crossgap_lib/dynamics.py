@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from . import metrics, stats
+from . import metrics
 from .metrics import _as_features
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "curves_dict",
     "joint_pca",
     "oti_curve",
-    "peak_contrasts",
     "per_query_auc",
 ]
 
@@ -235,38 +234,6 @@ def curve_table(curve: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def peak_contrasts(curve: OTICurve, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
-    """Paired differences of per-query AP between the peak step, the last step and the intra-modal baseline.
-
-    The peak step is chosen by mean AP, which would flatter the peak if it were chosen and evaluated on the same
-    queries. So the queries are split in two halves at random (seeded): the peak step chosen on one half is the one
-    evaluated on the other half, and the two halves' per-query differences are pooled. Rows ``peak - intra``,
-    ``last - intra``, ``last - peak``, with the mean difference and a paired bootstrap interval over queries
-    (:func:`crossgap_lib.stats.paired_bootstrap_ci`), and the two peak steps chosen (``peak_steps``).
-    """
-    n = curve.ap.shape[0]
-    if n < 2:
-        raise ValueError(f"peak_contrasts needs at least 2 queries, got {n}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    halves = (order[: n // 2], order[n // 2 :])
-    peak = torch.empty(n, dtype=torch.float64)
-    chosen = []
-    ap = curve.ap.double()
-    for select, evaluate in ((halves[0], halves[1]), (halves[1], halves[0])):
-        best = int(np.nanargmax(torch.nanmean(ap[select], dim=0).numpy()))
-        chosen.append(curve.steps[best])
-        peak[evaluate] = ap[evaluate, best]
-    last, intra = ap[:, -1], curve.intra_ap.double()
-    rows = []
-    for name, a, b in (("peak - intra", peak, intra), ("last - intra", last, intra), ("last - peak", last, peak)):
-        mean, low, high = stats.paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed, confidence=confidence)
-        rows.append({"contrast": name, "mean_diff": mean, "ci_low": low, "ci_high": high,
-                     "n_queries": int((~(a.isnan() | b.isnan())).sum()), "peak_steps": chosen})
-    return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------ class separation measures
-@torch.no_grad()
 def class_similarities(
     query: torch.Tensor,
     query_labels: torch.Tensor,

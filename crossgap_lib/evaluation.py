@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from . import gap, metrics, pipeline
-from .cache import atomic_save, cache_key, default_cache_root, safe_load
+from .cache import atomic_save, cache_key, check_writable, default_cache_root, safe_load
 from .inversion import InversionConfig
 from .models import WEIGHTS_ENV
 
@@ -666,6 +666,7 @@ def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | No
     """
     spec = load_source(source)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    check_writable(cache)  # before any training or inversion: an unwritable cache would lose the run
     opened = _open_source(spec, cache, progress)
     folder = cache / "evidence" / evidence_key(spec, opened)
     result_path = folder / "evidence.pt"

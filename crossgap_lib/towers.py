@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from .models import LoadedClip
 
 PLACEHOLDER = "£"
-PLACEHOLDER_FALLBACKS = ("§", "¤", "*", "#", "~", "|", "^", "@")  # tried in order when "£" is not one token
+# tried in order when "£" is not one token (e.g. a SentencePiece vocabulary)
+PLACEHOLDER_FALLBACKS = ("§", "¤", "*", "#", "~", "|", "^", "@", "x", "z", "q")
 
 
 def _check_positive_int(name: str, value: int) -> None:

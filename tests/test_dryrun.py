@@ -16,8 +16,8 @@ from PIL import Image
 
 import crossgap_lib.datasets as ds
 from crossgap_lib import dryrun, metrics
-from crossgap_lib.experiments import load_paper_model, paper_models
 from crossgap_lib.models import convert_slip_state_dict, is_slip_state_dict, read_checkpoint
+from crossgap_lib.paper import load_model, model_settings, paper_labels
 
 N_CLASSES, PER_CLASS = 5, 4  # the defaults of write_miniature_datasets
 N_EVAL = PER_CLASS // 2  # images per class in val / test / queries
@@ -201,8 +201,8 @@ def test_interrupted_run_leaves_no_half_dataset_and_real_data_is_never_overwritt
 def test_load_clip_reads_each_random_checkpoint_from_crossgap_weights(weights, data_root, monkeypatch, label):
     root, paths = weights
     monkeypatch.setenv("CROSSGAP_WEIGHTS", str(root))
-    (model,) = paper_models([label])
-    clip = load_paper_model(model, device="cpu")  # the paper profile's own call, tag -> file in $CROSSGAP_WEIGHTS
+    model = model_settings(label)
+    clip = load_model(model, device="cpu")  # the paper profile's own call, tag -> file in $CROSSGAP_WEIGHTS
     assert clip.weights_path == str(paths[label]) and Path(clip.weights_path).parent == root
 
     state_dict, meta = read_checkpoint(paths[label])
@@ -252,7 +252,7 @@ def test_unknown_labels_and_real_weights_are_refused(tmp_path):
     with pytest.raises(FileExistsError, match="not written by crossgap_lib.dryrun"):
         dryrun.write_random_checkpoints(tmp_path, ["CLIP B/32"], progress=False)
     assert real.read_bytes() == b"real weights" and sorted(os.listdir(tmp_path)) == [real.name]
-    assert set(dryrun.supported_checkpoint_labels()) == {m.label for m in paper_models()}
+    assert set(dryrun.supported_checkpoint_labels()) == set(paper_labels())
 
 
 def test_a_real_siglip_tokenizer_in_the_weights_folder_is_kept(tmp_path):

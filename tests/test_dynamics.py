@@ -100,18 +100,6 @@ def test_curves_dict_and_curve_table():
         dynamics.curves_dict([a, _fake_curve([[0.1, 0.2]], [0.1], [0, 1])])
 
 
-def test_peak_contrasts_choose_the_peak_on_the_other_half():
-    n = 40
-    noise = 0.01 * torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
-    ap = torch.tensor([[0.2, 0.6, 0.3]]).repeat(n, 1) + noise
-    frame = dynamics.peak_contrasts(_fake_curve(ap, torch.full((n,), 0.25), [0, 5, 10]), n_boot=200).set_index(
-        "contrast")
-    assert frame.loc["peak - intra", "peak_steps"] == [5, 5]
-    assert frame.loc["peak - intra", "mean_diff"] == pytest.approx(0.35, abs=0.01)
-    assert frame.loc["last - peak", "ci_high"] < 0 < frame.loc["peak - intra", "ci_low"]
-    assert frame.loc["last - intra", "n_queries"] == n
-
-
 def test_cross_class_overlap_equals_class_overlap_on_one_set(data):
     features, labels = data
     ours = dynamics.cross_class_overlap(features, labels, features, labels, exclude_self=True)

@@ -17,6 +17,7 @@ from typing import Any
 from .base import (
     DATA_ENV,
     CorruptImageError,
+    DatasetFormatError,
     DatasetNotFoundError,
     DatasetSpec,
     ImageDataset,
@@ -110,6 +111,7 @@ __all__ = [
     "SPLIT_JSON_SETS",
     "TEXT_RETRIEVAL_DATASETS",
     "CorruptImageError",
+    "DatasetFormatError",
     "DatasetNotFoundError",
     "DatasetSpec",
     "ImageDataset",
