@@ -226,7 +226,8 @@ class _PaperSource:
             root = Path(spec.get("root") or (cache_dir or default_cache_root()) / "dryrun")
             datasets = sorted({*spec.get("image_datasets", []), *spec.get("text_datasets", []),
                                *spec.get("zero_shot_datasets", [])})
-            self.data_root = str(dryrun.write_miniature_datasets(root / "data", datasets=datasets, progress=progress))
+            self.data_root = str(dryrun.write_miniature_datasets(root / "data", datasets=datasets, progress=progress,
+                                                                 **spec.get("miniature", {})))
         self.rows = [paper.model_settings(m, self.spec.get("inversion")) for m in spec.get("models", [])]
         if spec["kind"] == "dryrun":
             self.weights_root = root / "weights"
