@@ -649,33 +649,44 @@ def build(profile_name: str = "embedded", build_root: Path | None = None, jobs: 
     return html
 
 
-def profile_model_labels(profile: Profile) -> list[str]:
-    """Paper-model labels the profile's notebooks use (their defaults updated by the profile), in first-seen order."""
-    from .preflight import NEEDS_ASSETS, model_labels
+def profile_model_labels(profile: Profile) -> list[Any]:
+    """Paper models (labels or model dicts) the profile's notebooks use through a paper source, first-seen order."""
+    from .preflight import model_labels, needs_assets
 
-    labels: list[str] = []
+    entries: dict[str, Any] = {}
     for name in [n for stage in profile.stages for n in stage]:
         notebook = NOTEBOOKS / f"{name}.py"
         defaults = {k: v for k, v in notebook_parameters(notebook).items() if v is not NOT_LITERAL}
         merged = {**defaults, **resolve_parameters(notebook, profile)}
-        if merged.get("SOURCE") in NEEDS_ASSETS:
-            labels.extend(model_labels(merged))
-    return list(dict.fromkeys(labels))
+        if needs_assets(merged):
+            for entry in model_labels(merged):
+                entries.setdefault(repr(entry), entry)
+    return list(entries.values())
 
 
 def prefetch(profile_name: str = "paper", log: Callable[[str], None] = _print) -> None:
     """Download (or find in the cache) the weights of every paper model a profile uses, before an offline build."""
-    from .experiments import paper_models
-    from .models import load_clip
+    from .models import WEIGHT_SUFFIXES, WEIGHTS_ENV, load_clip
+    from .preflight import model_row
 
-    labels = profile_model_labels(get_profile(profile_name)) or None
+    entries = profile_model_labels(get_profile(profile_name))
+    if not entries:
+        log(f"[book] the {profile_name} profile uses no paper models: nothing to fetch")
     failures = []
-    for model in paper_models(labels):
-        log(f"[book] weights of {model.label}: {model.open_clip_name} / {model.pretrained}")
+    for entry in entries:
         try:
-            load_clip(model.open_clip_name, pretrained=model.pretrained, device="cpu")
+            label, name, pretrained = model_row(entry)
+        except ValueError as err:
+            failures.append(f"  - {entry!r}: {_one_line(err, 1000)}")
+            continue
+        if pretrained.endswith((*WEIGHT_SUFFIXES, ".ckpt")):
+            log(f"[book] {label}: checkpoint file {pretrained} is not downloadable; put it in ${WEIGHTS_ENV}")
+            continue
+        log(f"[book] weights of {label}: {name} / {pretrained}")
+        try:
+            load_clip(name, pretrained=pretrained, device="cpu")
         except FileNotFoundError as err:
-            failures.append(f"  - {model.label}: {_one_line(err, 1000)}")
+            failures.append(f"  - {label}: {_one_line(err, 1000)}")
     if failures:
         raise BookError(f"{len(failures)} model(s) could not be fetched:\n" + "\n".join(failures))
 

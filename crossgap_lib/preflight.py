@@ -1,15 +1,18 @@
 """Preflight: are the weights and datasets a set of notebook parameters needs on this machine? Checked, not loaded.
 
->>> missing_assets({"SOURCE": "paper", "MODELS": ["CLIP B/32"], "DATASETS": ["cub"], "DATA_ROOT": None})
+>>> missing_assets({"SOURCE": "paper", "DEVICE": "cuda"})          # a source named in profiles.yml ...
+>>> missing_assets({"SOURCE": {"kind": "paper", "models": ["CLIP B/32"], "image_datasets": ["cub"]}})  # ... or a dict
 ['weights of CLIP B/32 (ViT-B-32, tag openai): not found ...', "dataset cub (CUB-200-2011): ..."]
 
-Only ``SOURCE == "paper"`` needs anything: the laboratory (``"lab"``) and dry runs (``"dryrun"``) generate their
-data and train their own models. For the paper source every model label in a parameter named ``MODEL`` or ending in
-``MODELS`` (``MODELS``, ``IMAGE_MODELS``, ...) must have its weights (and a Hugging Face tokenizer where the model
-uses one) in ``$CROSSGAP_WEIGHTS``, crossgap's weight cache or open_clip's caches, and every dataset in a parameter
-named ``DATASET`` or ending in ``DATASETS`` (``DATASETS``, ``TEXT_DATASETS``, ``ZERO_SHOT_DATASETS``, ...) must be
-found under ``DATA_ROOT`` or ``$CROSSGAP_DATA``; a ``DEVICE`` of ``cuda`` needs a GPU visible to torch. Nothing is
-downloaded, loaded or written: each missing item is one message saying what is missing and how to provide it.
+``SOURCE`` is a source: a name under ``sources`` in ``profiles.yml``, a dict with a ``kind``, or (older notebooks) the
+kind itself. Only ``kind: paper`` needs anything: the laboratory (``lab``) and dry runs (``dryrun``) generate their
+data and models. For a paper source, every model of the source (``models``, ``curve.model``) and of the notebook
+parameters ``MODEL`` / ``*MODELS`` must have its weights (and a Hugging Face tokenizer where the model uses one) in
+``$CROSSGAP_WEIGHTS``, crossgap's weight cache or open_clip's caches (a checkpoint file: in ``$CROSSGAP_WEIGHTS``);
+every dataset of the source (``*datasets``, ``curve.dataset``) and of the parameters ``DATASET`` / ``*DATASETS`` must be
+found under ``DATA_ROOT`` (parameter or source ``data_root``) or ``$CROSSGAP_DATA``; a ``DEVICE`` of ``cuda`` needs a
+GPU visible to torch. Nothing is downloaded, loaded or written: each missing item is one message saying what is
+missing and how to provide it.
 """
 
 from __future__ import annotations
@@ -19,31 +22,62 @@ from pathlib import Path
 from typing import Any
 
 PREFETCH_COMMAND = "python -m crossgap_lib.book prefetch --profile paper"
-NEEDS_ASSETS = ("paper",)  # values of SOURCE whose notebooks read real weights and datasets
+NEEDS_ASSETS = ("paper",)  # source kinds whose notebooks read real weights and datasets
+PROFILES = Path(__file__).resolve().parent.parent / "profiles.yml"
 
 
-def _entries(parameters: dict[str, Any], single: str, plural_suffix: str) -> list[Any]:
-    """Values of the parameters named ``single`` or ending in ``plural_suffix``, flattened, in first-seen order."""
+def resolve_source(source: Any, profiles_path: Path | None = None) -> dict:
+    """The source dict of a ``SOURCE`` parameter: a dict as is, a name under ``sources`` in ``profiles.yml``, or (a
+    name not defined there) ``{"kind": name}``."""
+    if isinstance(source, dict):
+        return source
+    if not isinstance(source, str):
+        return {}
+    path = profiles_path or PROFILES
+    sources = {}
+    if path.exists():
+        import yaml
+
+        sources = (yaml.safe_load(path.read_text()) or {}).get("sources", {}) or {}
+    return {"name": source, **sources[source]} if isinstance(sources.get(source), dict) else {"name": source,
+                                                                                              "kind": source}
+
+
+def _entries(mapping: dict[str, Any], single: str, plural_suffix: str) -> list[Any]:
+    """Values of the keys named ``single`` or ending in ``plural_suffix`` (any case), flattened, first-seen order."""
     found: dict[str, Any] = {}
-    for key, value in parameters.items():
-        if key == single or key.endswith(plural_suffix):
+    for key, value in mapping.items():
+        if key.upper() == single or key.upper().endswith(plural_suffix):
             for entry in value if isinstance(value, (list, tuple)) else [value]:
                 if entry is not None:
                     found.setdefault(repr(entry), entry)
     return list(found.values())
 
 
+def needs_assets(parameters: dict[str, Any]) -> bool:
+    """Whether the parameters' source reads real weights and datasets (``kind: paper``)."""
+    return resolve_source(parameters.get("SOURCE")).get("kind") in NEEDS_ASSETS
+
+
 def model_labels(parameters: dict[str, Any]) -> list[Any]:
-    """The models named by ``MODEL`` and any ``*MODELS`` parameter: paper labels (or model dicts, see paper.py)."""
-    return _entries(parameters, "MODEL", "MODELS")
+    """The models the parameters name: the source's ``models`` and ``curve.model``, then ``MODEL`` / ``*MODELS``."""
+    source = resolve_source(parameters.get("SOURCE"))
+    curve = source.get("curve") if isinstance(source.get("curve"), dict) else {}
+    entries = [*_entries({"MODELS": source.get("models")}, "", "MODELS"), *_entries({"MODEL": curve.get("model")},
+               "MODEL", "MODELS"), *_entries(parameters, "MODEL", "MODELS")]
+    return list({repr(entry): entry for entry in entries}.values())
 
 
 def dataset_names(parameters: dict[str, Any]) -> list[str]:
-    """The dataset names named by ``DATASET`` and any ``*DATASETS`` parameter."""
-    return [str(name) for name in _entries(parameters, "DATASET", "DATASETS")]
+    """The datasets the parameters name: the source's ``*datasets`` and ``curve.dataset``, then ``DATASET(S)``."""
+    source = resolve_source(parameters.get("SOURCE"))
+    curve = source.get("curve") if isinstance(source.get("curve"), dict) else {}
+    entries = [*_entries(source, "", "DATASETS"), *_entries({"DATASET": curve.get("dataset")}, "DATASET", "DATASETS"),
+               *_entries(parameters, "DATASET", "DATASETS")]
+    return list(dict.fromkeys(str(name) for name in entries))
 
 
-def _model_row(entry: Any) -> tuple[str, str, str]:
+def model_row(entry: Any) -> tuple[str, str, str]:
     """``(label, open_clip name, pretrained tag or checkpoint file)`` of a model entry; ValueError if unknown."""
     try:
         from .paper import model_settings
@@ -112,7 +146,7 @@ def _missing_models(entries: list[Any]) -> list[str]:
     messages = []
     for entry in entries:
         try:
-            label, name, pretrained = _model_row(entry)
+            label, name, pretrained = model_row(entry)
             arch = models.resolve_model_name(name)
         except ValueError as err:
             messages.append(f"model {entry!r}: {err} (check the MODEL/MODELS parameters)")
@@ -179,8 +213,8 @@ def _missing_device(device: Any) -> list[str]:
 
 def missing_assets(parameters: dict[str, Any]) -> list[str]:
     """One message per weight file, tokenizer, dataset or GPU the parameters need but this machine lacks."""
-    if parameters.get("SOURCE") not in NEEDS_ASSETS:
+    if not needs_assets(parameters):
         return []
-    root = parameters.get("DATA_ROOT") or None
+    root = parameters.get("DATA_ROOT") or resolve_source(parameters.get("SOURCE")).get("data_root") or None
     return (_missing_device(parameters.get("DEVICE")) + _missing_models(model_labels(parameters))
             + _missing_datasets(dataset_names(parameters), root))

@@ -22,17 +22,21 @@ def empty_caches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(models, "load_clip", no_download)
     monkeypatch.setattr(models, "_network_available", no_download)
+    monkeypatch.setattr(preflight, "PROFILES", tmp_path / "profiles.yml")  # sources defined by the test
     return weights
 
 
+PAPER = {"kind": "paper"}  # a source given as a dict: models and datasets from the parameters
+
+
 def test_lab_and_dryrun_sources_need_nothing():
-    for source in ("lab", "dryrun"):
+    for source in ("lab", "dryrun", {"kind": "lab"}, {"kind": "dryrun", "models": ["CLIP B/32"]}):
         params = {"SOURCE": source, "MODELS": ["CLIP B/32"], "DATASETS": ["cub"], "DEVICE": "cuda"}
         assert preflight.missing_assets(params) == []
 
 
 def test_every_missing_model_and_dataset_is_one_message_with_its_fix(empty_caches):
-    params = {"SOURCE": "paper", "DEVICE": "cpu", "MODELS": ["CLIP B/32", "SLIP B/16"], "IMAGE_MODELS": ["CLIP B/32"],
+    params = {"SOURCE": PAPER, "DEVICE": "cpu", "MODELS": ["CLIP B/32", "SLIP B/16"], "IMAGE_MODELS": ["CLIP B/32"],
               "DATASETS": ["cub"], "TEXT_DATASETS": ["coco"], "ZERO_SHOT_DATASETS": ["dtd"], "DATA_ROOT": None}
     messages = preflight.missing_assets(params)
     assert len(messages) == 5, messages  # CLIP B/32 once, though named twice
@@ -53,23 +57,37 @@ def test_weights_and_datasets_that_are_there_are_found_without_loading(empty_cac
     for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"):
         (cub / name).write_text("")
     monkeypatch.setenv("CROSSGAP_DATA", str(data))
-    params = {"SOURCE": "paper", "MODEL": "CLIP B/32", "DATASET": "cub", "DATA_ROOT": None}
+    params = {"SOURCE": PAPER, "MODEL": "CLIP B/32", "DATASET": "cub", "DATA_ROOT": None}
     assert preflight.missing_assets(params) == []
     # DATA_ROOT wins over $CROSSGAP_DATA
     messages = preflight.missing_assets({**params, "DATA_ROOT": str(tmp_path / "elsewhere")})
     assert len(messages) == 1 and "DATA_ROOT=" in messages[0] and "CUB_200_2011" in messages[0]
 
 
+def test_a_source_named_in_profiles_yml_brings_its_models_and_datasets(empty_caches, tmp_path):
+    (tmp_path / "profiles.yml").write_text(
+        "sources:\n  real:\n    kind: paper\n    models: [CLIP B/32]\n    image_datasets: [cub]\n"
+        "    text_datasets: [coco]\n    curve: {model: SigLIP B/16, dataset: dtd}\n"
+        "  toy:\n    kind: lab\n    lab: {}\n")
+    assert preflight.missing_assets({"SOURCE": "toy", "DEVICE": "cpu"}) == []
+    messages = preflight.missing_assets({"SOURCE": "real", "DEVICE": "cpu", "MODEL": None, "DATASET": "sop"})
+    assert [m.split(":")[0] for m in messages] == [
+        "weights of CLIP B/32 (ViT-B-32, tag openai)", "weights of SigLIP B/16 (ViT-B-16-SigLIP, tag webli)",
+        "tokenizer of SigLIP B/16 (Hugging Face timm/ViT-B-16-SigLIP)", "dataset cub (CUB-200-2011)",
+        "dataset coco (COCO captions)", "dataset dtd (DTD)", "dataset sop (Stanford Online Products)"]
+    assert preflight.needs_assets({"SOURCE": "real"}) and not preflight.needs_assets({"SOURCE": "toy"})
+
+
 def test_unknown_names_are_reported_not_raised(empty_caches):
-    messages = preflight.missing_assets({"SOURCE": "paper", "MODELS": ["CLIP B/99"], "DATASETS": ["nope"]})
+    messages = preflight.missing_assets({"SOURCE": PAPER, "MODELS": ["CLIP B/99"], "DATASETS": ["nope"]})
     assert len(messages) == 2
     assert "CLIP B/99" in messages[0] and "CLIP B/32" in messages[0]  # names the known ones
     assert "nope" in messages[1] and "not a known dataset" in messages[1]
 
 
 def test_a_checkpoint_file_is_looked_up_in_crossgap_weights(empty_caches, monkeypatch):
-    monkeypatch.setattr(preflight, "_model_row", lambda entry: (entry["label"], "ViT-B-32", entry["pretrained"]))
-    params = {"SOURCE": "paper", "MODELS": [{"label": "CLIP B/32 T=1", "pretrained": "clip_t1.pt"}]}
+    monkeypatch.setattr(preflight, "model_row", lambda entry: (entry["label"], "ViT-B-32", entry["pretrained"]))
+    params = {"SOURCE": PAPER, "MODELS": [{"label": "CLIP B/32 T=1", "pretrained": "clip_t1.pt"}]}
     [message] = preflight.missing_assets(params)
     assert "checkpoint of CLIP B/32 T=1" in message and "clip_t1.pt" in message and "CROSSGAP_WEIGHTS" in message
     (empty_caches / "clip_t1.pt").write_bytes(b"")
@@ -80,7 +98,7 @@ def test_cuda_device_without_a_gpu_is_reported(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    messages = preflight.missing_assets({"SOURCE": "paper", "DEVICE": "cuda"})
+    messages = preflight.missing_assets({"SOURCE": PAPER, "DEVICE": "cuda"})
     assert len(messages) == 1 and "no CUDA GPU" in messages[0]
 
 
