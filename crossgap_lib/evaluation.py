@@ -104,18 +104,33 @@ def _lab_families(loss: str) -> str:
     return {"clip": "clip", "intra": "slip", "soft": "soft"}.get(loss, loss)
 
 
+SOURCES_ENV = "CROSSGAP_SOURCES"  # an extra YAML file whose ``sources:`` add to (or replace) those of profiles.yml
+
+
+def defined_sources(profiles_path: str | Path | None = None) -> dict[str, dict]:
+    """Every named source: ``sources`` of ``profiles.yml``, updated by those of the file ``$CROSSGAP_SOURCES``."""
+    import yaml
+
+    path = Path(profiles_path) if profiles_path is not None else _profiles_path()
+    sources = dict((yaml.safe_load(path.read_text()) or {}).get("sources", {}))
+    extra = os.environ.get(SOURCES_ENV)
+    if extra:
+        if not Path(extra).is_file():
+            raise FileNotFoundError(f"${SOURCES_ENV}={extra} is not a file; point it at a YAML file with a 'sources:' "
+                                    "mapping (name -> source dict), or unset it")
+        sources.update((yaml.safe_load(Path(extra).read_text()) or {}).get("sources", {}))
+    return sources
+
+
 def load_source(source: str | dict, profiles_path: str | Path | None = None) -> dict:
-    """A source dict: ``source`` itself (a dict) or the entry of that name under ``sources`` in ``profiles.yml``."""
+    """A source dict: ``source`` itself (a dict) or the named entry of :func:`defined_sources`."""
     if isinstance(source, dict):
         spec = copy.deepcopy(source)
     elif isinstance(source, str):
-        import yaml
-
-        path = Path(profiles_path) if profiles_path is not None else _profiles_path()
-        sources = (yaml.safe_load(path.read_text()) or {}).get("sources", {})
+        sources = defined_sources(profiles_path)
         if source not in sources:
-            raise ValueError(f"source {source!r} is not defined under 'sources' in {path}; defined: {sorted(sources)}"
-                             " (or pass a dict with a 'kind' of " + ", ".join(KINDS) + ")")
+            raise ValueError(f"source {source!r} is not defined under 'sources' in profiles.yml or ${SOURCES_ENV}; "
+                             f"defined: {sorted(sources)} (or pass a dict with a 'kind' of " + ", ".join(KINDS) + ")")
         spec = copy.deepcopy(sources[source])
         spec.setdefault("name", source)
     else:
@@ -124,6 +139,20 @@ def load_source(source: str | dict, profiles_path: str | Path | None = None) -> 
         raise ValueError(f"source {spec.get('name', spec)!r}: 'kind' must be one of {KINDS}, got {spec.get('kind')!r}")
     spec.setdefault("name", spec["kind"])
     return spec
+
+
+def source_assets(source: str | dict) -> dict[str, list]:
+    """What a source needs from outside: ``models`` (:class:`crossgap_lib.paper.PaperModel`) and ``datasets``
+    (names) for a ``paper`` source; nothing for ``lab`` (generated here) and ``dryrun`` (written here)."""
+    from . import paper
+
+    spec = load_source(source)
+    if spec["kind"] != "paper":
+        return {"models": [], "datasets": []}
+    models = [paper.model_settings(m, spec.get("inversion")) for m in spec.get("models", [])]
+    datasets = list(dict.fromkeys([*spec.get("image_datasets", []), *spec.get("text_datasets", []),
+                                   *spec.get("zero_shot_datasets", [])]))
+    return {"models": models, "datasets": datasets, "data_root": spec.get("data_root")}
 
 
 def _profiles_path() -> Path:

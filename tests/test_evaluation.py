@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crossgap_lib import claims, metrics
-from crossgap_lib.evaluation import Evidence, evaluate, load_source
+from crossgap_lib.evaluation import Evidence, defined_sources, evaluate, load_source, source_assets
 from crossgap_lib.stats import paired_effect
 
 
@@ -33,6 +33,20 @@ def test_load_source_names_dicts_and_errors():
         load_source({"kind": "hub"})
     with pytest.raises(ValueError, match="name in profiles.yml or a dict"):
         load_source(3)
+
+
+def test_user_sources_and_assets(tmp_path, monkeypatch):
+    extra = tmp_path / "my_sources.yml"
+    extra.write_text("sources:\n  my-siglip:\n    kind: paper\n    models: ['SigLIP B/16']\n"
+                     "    image_datasets: [cub]\n    zero_shot_datasets: [dtd, cub]\n")
+    monkeypatch.setenv("CROSSGAP_SOURCES", str(extra))
+    assert load_source("my-siglip")["models"] == ["SigLIP B/16"] and "lab-smoke" in defined_sources()
+    assets = source_assets("my-siglip")
+    assert [m.label for m in assets["models"]] == ["SigLIP B/16"] and assets["datasets"] == ["cub", "dtd"]
+    assert source_assets("lab-smoke") == {"models": [], "datasets": []}
+    monkeypatch.setenv("CROSSGAP_SOURCES", str(tmp_path / "nope.yml"))
+    with pytest.raises(FileNotFoundError, match="CROSSGAP_SOURCES.*not a file"):
+        load_source("my-siglip")
 
 
 def test_lab_evidence_holds_every_model_task_and_method(lab):
