@@ -21,37 +21,37 @@
 #
 # This page writes the loss down, shows its targets on a batch of laboratory images, shows how the target
 # temperature shapes them, and then compares the laboratory models trained with soft targets against those trained
-# with CLIP's loss: intra-modal retrieval, the OTI gain, zero-shot accuracy and the modality gap.
+# with CLIP's loss: intra-modal retrieval, the OTI gain, zero-shot accuracy and the modality gap. The soft-target loss
+# is this book's addition, so the paper has no number for it: every build reads the laboratory here.
 
 # %% tags=["parameters"]
-PROFILE = "embedded"
-SOURCE = "lab"
-LAB_PRESET = "embedded"
-LAB_OVERRIDES = {}
+SOURCE = "lab-embedded"
 DEVICE = "cpu"
-SOFT_SETTING = "soft"  # the laboratory setting trained with soft targets
-BASELINE_SETTING = "clip"  # ... and the one trained with CLIP's loss
 TARGET_TEMPERATURES = [0.05, 0.1, 0.2]  # shown as heatmaps
 N_CLASSES_SHOWN = 8  # the example batch: this many classes ...
 PER_CLASS = 2  # ... with this many images each
+N_BOOT = 2000  # bootstrap resamples, for a contrast with one seed and one dataset
 
 # %% tags=["hide-input"]
 # %matplotlib inline
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+import torch.nn.functional as F
 from IPython.display import Markdown, display
 
-from crossgap_lib import report, summary
+from crossgap_lib import claims, evaluation, prose, stats
 from crossgap_lib.datasets.shapes import make_shapes
-from crossgap_lib.lab import LabConfig, run_lab
+from crossgap_lib.lab import LabConfig
 from crossgap_lib.losses import soft_targets
 from crossgap_lib.teachers import ImageTeacher, TextTeacher, teacher_embeddings
 
 sns.set_theme(style="whitegrid", context="notebook")
-config = LabConfig.from_dict({**getattr(LabConfig, LAB_PRESET)().to_dict(), **LAB_OVERRIDES})
+pd.set_option("display.max_colwidth", None)
 
 # %% [markdown]
 # ## The loss
@@ -74,67 +74,125 @@ config = LabConfig.from_dict({**getattr(LabConfig, LAB_PRESET)().to_dict(), **LA
 #   + H\big(Q_a, \operatorname{softmax}(s\, f_{T_a} f_I^\top)\big)\Big], \qquad H(q, p) = -\sum_b q_b \log p_b .$$
 #
 # With $w = 1$, or $\tau \to 0$, $Q$ is the identity and the loss is CLIP's. It is implemented as
-# `crossgap_lib.losses.SoftTargetClipLoss`, a subclass of open_clip's `ClipLoss`.
+# `crossgap_lib.losses.SoftTargetClipLoss`, a subclass of open_clip's `ClipLoss`; its targets are
+# `crossgap_lib.losses.soft_targets`, and the teachers are `crossgap_lib.teachers.ImageTeacher` and `TextTeacher`.
+
+# %% [markdown]
+# ## The evidence
+#
+# The models compared below come from the book's one evaluation protocol (`crossgap_lib.evaluation`), computed once
+# per source and read here. The page compares the first model trained with soft targets (family `soft`) with the
+# first CLIP-like model trained with a learnt temperature (family `clip`).
+
+# %%
+evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
+soft, baseline = claims.pick(evidence, "soft"), claims.pick(evidence, "clip")
+
+# %% tags=["hide-input"]
+source_line = f"source `{evidence.source['name']}` ({evidence.source['resolved']['kind']})"
+missing = [family for family, model in (("soft", soft), ("clip", baseline)) if model is None]
+if missing:
+    display(Markdown(
+        f"This evidence ({source_line}) has no model of family {' or '.join(f'`{f}`' for f in missing)} (its "
+        f"models: {', '.join(f'`{m}`' for m in evidence.labels)}), so this page shows the loss only."))
+else:
+    display(Markdown(
+        f"Evidence: {source_line}. Soft targets: `{soft}` ({len(evidence.seeds(soft))} seeds); CLIP's loss: "
+        f"`{baseline}` ({len(evidence.seeds(baseline))} seeds); same architecture, data and schedule."))
+
+
+# %% tags=["hide-input"]
+def teacher_similarity(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """S (N, N): the mean of the two teachers' cosine similarities (what `soft_targets` takes a softmax of)."""
+    image, text = F.normalize(image.double(), dim=-1), F.normalize(text.double(), dim=-1)
+    return ((image @ image.T + text @ text.T) / 2).float()
+
+
+def target_mass(targets: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean share of a row of Q on the matching pair, on other pairs of the same class and on other classes."""
+    targets, n = targets.double(), targets.shape[0]
+    eye = torch.eye(n, dtype=torch.bool)
+    same = (labels[:, None] == labels[None, :]) & ~eye
+    return {"matching": float(targets[eye].mean()), "same class": float((targets * same).sum(1).mean()),
+            "other classes": float((targets * ~(same | eye)).sum(1).mean())}
+
+
+def similarity_by_class(similarity: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean similarity over distinct pairs of the same class and over pairs of different classes (NaN if none)."""
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool)
+    other = labels[:, None] != labels[None, :]
+    return {"same class": float(similarity[same].mean()) if same.any() else math.nan,
+            "other classes": float(similarity[other].mean()) if other.any() else math.nan}
+
 
 # %% [markdown]
 # ## The targets on one batch
 #
-# An example batch of laboratory test images, chosen so that each class appears more than once; each is paired with
-# its first caption, and both teachers embed the batch.
+# An example batch of laboratory test images, generated with the data settings of the soft-target model and chosen
+# so that each class appears more than once; each is paired with its first caption, and both teachers (those the
+# model was trained with) embed the batch. The teachers are frozen pre-trained networks, not the evaluated models.
 
 # %%
-train_setting = next((s for s in config.settings if s["name"] == SOFT_SETTING), {"name": SOFT_SETTING, "loss": "soft"})
-train_config = config.train_config(train_setting, config.seeds[0])
-pool = make_shapes("test", n=24 * N_CLASSES_SHOWN * PER_CLASS, config=train_config.data, seed=config.data_seed)
-index = [i for c in range(len(pool.class_names)) for i in (pool.labels == c).nonzero().flatten()[:PER_CLASS].tolist()
-         if int((pool.labels == c).sum()) >= PER_CLASS][: N_CLASSES_SHOWN * PER_CLASS]
-labels = pool.labels[index]
-names = [pool.class_names[int(c)] for c in labels]
-captions = [pool.captions[i][0] for i in index]
-image_teacher, text_teacher = ImageTeacher(train_config.image_teacher), TextTeacher(train_config.text_teacher)
-teacher_image = image_teacher.encode(pool.images[index])
-teacher_text = text_teacher.encode(captions)
-tau = train_config.soft_target_temperature
-hard = train_config.soft_hard_weight
+if soft is not None:
+    lab = LabConfig.from_dict(evidence.source["lab"])  # the soft model's training settings
+    setting = next(s for s in lab.settings if s["name"] == soft)
+    train_config = lab.train_config(setting, evidence.seeds(soft)[0])
+    tau, hard = train_config.soft_target_temperature, train_config.soft_hard_weight
+    image_teacher, text_teacher = ImageTeacher(train_config.image_teacher), TextTeacher(train_config.text_teacher)
+    pool = make_shapes("test", n=24 * N_CLASSES_SHOWN * PER_CLASS, config=train_config.data, seed=lab.data_seed)
+    index = [i for c in range(len(pool.class_names)) if int((pool.labels == c).sum()) >= PER_CLASS
+             for i in (pool.labels == c).nonzero().flatten()[:PER_CLASS].tolist()][: N_CLASSES_SHOWN * PER_CLASS]
+    labels = pool.labels[index]
+    names = [pool.class_names[int(c)] for c in labels]
+    teacher_image = image_teacher.encode(pool.images[index])
+    teacher_text = text_teacher.encode([pool.captions[i][0] for i in index])
 
-fig, axes = plt.subplots(PER_CLASS, len(index) // PER_CLASS, figsize=(1.45 * len(index) / PER_CLASS, 1.95 * PER_CLASS))
-for k, ax in enumerate(axes.T.ravel()):
-    ax.imshow(pool.images[index[k]].permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(f"{k}: {names[k]}", fontsize=8)
-    ax.axis("off")
-fig.suptitle("The example batch (index: class)", fontsize=11)
-fig.tight_layout()
-plt.show()
+# %% tags=["hide-input"]
+if soft is not None:
+    columns = len(index) // PER_CLASS
+    fig, axes = plt.subplots(PER_CLASS, columns, figsize=(1.45 * columns, 1.95 * PER_CLASS), squeeze=False)
+    for k, ax in enumerate(axes.T.ravel()):
+        ax.imshow(pool.images[index[k]].permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"{k}: {names[k]}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("The example batch (index: class)", fontsize=11)
+    fig.tight_layout()
+    plt.show()
+    display(Markdown(
+        f"*Figure: {len(index)} generated test images ({N_CLASSES_SHOWN} classes x {PER_CLASS}) with the data "
+        f"settings of `{soft}`, {source_line}.*"))
 
 # %% [markdown]
-# Left: the teachers' similarity $S$. Middle: the soft targets $Q$ at the laboratory's target temperature. Right: the
-# hard targets of CLIP's loss. Rows are images, columns captions; a row of $Q$ sums to one.
+# Left: the teachers' similarity $S$. Middle: the soft targets $Q$ at the model's target temperature. Right: the hard
+# targets of CLIP's loss. Rows are images, columns captions; a row of $Q$ sums to one.
 
-# %%
-S = summary.teacher_similarity(teacher_image, teacher_text)
-Q = soft_targets(teacher_image, teacher_text, target_temperature=tau, hard_weight=hard)
-ticks = [f"{k}: {n}" for k, n in enumerate(names)]
-fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
-panels = [(S, "teacher similarity S", "mako", None),
-          (Q, f"soft targets Q (τ = {tau:g}, w = {hard:g})", "rocket_r", (0, 1)),
-          (torch.eye(len(index)), "hard targets of CLIP's loss", "rocket_r", (0, 1))]
-for ax, (matrix, title, cmap, limits) in zip(axes, panels):
-    vmin, vmax = limits if limits else (float(matrix.min()), 1.0)
-    sns.heatmap(matrix.numpy(), ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, square=True, xticklabels=range(len(index)),
-                yticklabels=ticks if ax is axes[0] else range(len(index)), cbar_kws={"shrink": 0.75})
-    ax.set(title=title, xlabel="caption b", ylabel="image a" if ax is axes[0] else "")
-    ax.tick_params(labelsize=7)
-fig.tight_layout()
-plt.show()
-
-mass = summary.target_mass(Q, labels)
-by_class = summary.similarity_by_class(S, labels)
-display(Markdown(
-    f"At τ = {tau:g} a row of Q puts on average {100 * mass['matching']:.1f}% of its mass on the matching caption, "
-    f"{100 * mass['same class']:.1f}% on the other captions of the same class and "
-    f"{100 * mass['other classes']:.1f}% on the other classes. The teachers' similarity averages "
-    f"{by_class['same class']:.2f} between different pairs of the same class and {by_class['other classes']:.2f} "
-    "between classes, against 1 for a pair with itself."))
+# %% tags=["hide-input"]
+if soft is not None:
+    S = teacher_similarity(teacher_image, teacher_text)
+    Q = soft_targets(teacher_image, teacher_text, target_temperature=tau, hard_weight=hard)
+    ticks = [f"{k}: {n}" for k, n in enumerate(names)]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
+    panels = [(S, "teacher similarity S", "mako", None),
+              (Q, f"soft targets Q (τ = {tau:g}, w = {hard:g})", "rocket_r", (0, 1)),
+              (torch.eye(len(index)), "hard targets of CLIP's loss", "rocket_r", (0, 1))]
+    for ax, (matrix, title, cmap, limits) in zip(axes, panels):
+        vmin, vmax = limits if limits else (float(matrix.min()), 1.0)
+        sns.heatmap(matrix.numpy(), ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, square=True,
+                    xticklabels=range(len(index)), yticklabels=ticks if ax is axes[0] else range(len(index)),
+                    cbar_kws={"shrink": 0.75})
+        ax.set(title=title, xlabel="caption b", ylabel="image a" if ax is axes[0] else "")
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    plt.show()
+    mass, by_class = target_mass(Q, labels), similarity_by_class(S, labels)
+    display(Markdown(
+        f"*Figure: teacher similarity and targets of the example batch, with the target temperature and hard weight "
+        f"of `{soft}` ({source_line}).*\n\n"
+        f"At τ = {tau:g} a row of Q puts on average {100 * mass['matching']:.1f}% of its mass on the matching "
+        f"caption, {100 * mass['same class']:.1f}% on the other captions of the same class and "
+        f"{100 * mass['other classes']:.1f}% on the other classes. The teachers' similarity averages "
+        f"{by_class['same class']:.2f} between different pairs of the same class and {by_class['other classes']:.2f} "
+        "between classes, against 1 for a pair with itself."))
 
 # %% [markdown]
 # ## The target temperature
@@ -142,160 +200,196 @@ display(Markdown(
 # The target temperature $\tau$ decides how far the targets spread beyond the matching pair: small values give back
 # CLIP's identity, large values spread the mass over every pair the teachers find similar, and eventually over the
 # whole batch. How much mass leaves the diagonal also grows with the batch, since every other pair adds its share:
-# the right panel repeats the measurement on a batch of the laboratory's training size (the first training images,
+# the right panel repeats the measurement on a batch of the model's training size (the first training images,
 # embedded by the teachers with `crossgap_lib.teachers.teacher_embeddings`, as training does).
 
-# %%
-fig, axes = plt.subplots(1, len(TARGET_TEMPERATURES) + 1, figsize=(4.2 * (len(TARGET_TEMPERATURES) + 1), 4.2),
-                         gridspec_kw={"width_ratios": [1] * len(TARGET_TEMPERATURES) + [1.25]})
-for ax, t in zip(axes, TARGET_TEMPERATURES):
-    sns.heatmap(soft_targets(teacher_image, teacher_text, target_temperature=t, hard_weight=hard).numpy(), ax=ax,
-                cmap="rocket_r", vmin=0, vmax=1, square=True, cbar=False, xticklabels=False, yticklabels=False)
-    ax.set(title=f"Q at τ = {t:g}", xlabel="caption b", ylabel="image a")
-batch = make_shapes("train", n=train_config.batch_size, config=train_config.data, seed=config.data_seed)
-batch_image, batch_text = teacher_embeddings(batch, image_teacher=image_teacher, text_teacher=text_teacher,
-                                             progress=False)
-batch_text = batch_text[:, 0]  # the first caption of each image
-grid = np.geomspace(0.002, 2.0, 40)
-curves = {
-    f"example batch ({len(index)})": (teacher_image, teacher_text, labels, "-"),
-    f"training-size batch ({len(batch.labels)})": (batch_image, batch_text, batch.labels, "--"),
-}
-masses = {}
-for name, (image_f, text_f, batch_labels, style) in curves.items():
-    masses[name] = pd.DataFrame([{"tau": t, **summary.target_mass(
-        soft_targets(image_f, text_f, target_temperature=float(t), hard_weight=hard), batch_labels)} for t in grid])
-    for column, color in zip(("matching", "same class", "other classes"), ("C0", "C1", "C2")):
-        axes[-1].plot(grid, masses[name][column], ls=style, color=color,
-                      label=f"{column}, {name}" if style == "-" else (name if column == "matching" else None))
-axes[-1].axvline(tau, color="black", ls=":", lw=1, label=f"lab τ = {tau:g}")
-axes[-1].set(xscale="log", xlabel="target temperature τ", ylabel="mean share of a row of Q",
-             title="Where the targets put their mass", ylim=(0, 1))
-axes[-1].legend(fontsize=7, loc="center left")
-fig.tight_layout()
-plt.show()
-
-train_mass = summary.target_mass(
-    soft_targets(batch_image, batch_text, target_temperature=tau, hard_weight=hard), batch.labels)
-half = float(grid[np.argmax(masses[f"training-size batch ({len(batch.labels)})"]["matching"].to_numpy() < 0.5)])
-display(Markdown(
-    f"In a batch of {len(batch.labels)} training pairs at the laboratory's τ = {tau:g}, the targets keep "
-    f"{100 * train_mass['matching']:.1f}% of each row on the matching caption, {100 * train_mass['same class']:.1f}% "
-    f"on same-class captions and {100 * train_mass['other classes']:.1f}% on other classes; the matching share falls "
-    f"below one half from about τ = {half:.2g} on this grid."))
+# %% tags=["hide-input"]
+if soft is not None:
+    fig, axes = plt.subplots(1, len(TARGET_TEMPERATURES) + 1, figsize=(4.2 * (len(TARGET_TEMPERATURES) + 1), 4.2),
+                             gridspec_kw={"width_ratios": [1] * len(TARGET_TEMPERATURES) + [1.25]})
+    for ax, t in zip(axes, TARGET_TEMPERATURES):
+        sns.heatmap(soft_targets(teacher_image, teacher_text, target_temperature=t, hard_weight=hard).numpy(), ax=ax,
+                    cmap="rocket_r", vmin=0, vmax=1, square=True, cbar=False, xticklabels=False, yticklabels=False)
+        ax.set(title=f"Q at τ = {t:g}", xlabel="caption b", ylabel="image a")
+    batch = make_shapes("train", n=train_config.batch_size, config=train_config.data, seed=lab.data_seed)
+    batch_image, batch_text = teacher_embeddings(batch, image_teacher=image_teacher, text_teacher=text_teacher,
+                                                 progress=False)
+    batch_text = batch_text[:, 0]  # the first caption of each image
+    grid = np.geomspace(0.002, 2.0, 40)
+    curves = {f"example batch ({len(index)})": (teacher_image, teacher_text, labels, "-"),
+              f"training-size batch ({len(batch.labels)})": (batch_image, batch_text, batch.labels, "--")}
+    masses = {}
+    for name, (image_f, text_f, batch_labels, style) in curves.items():
+        masses[name] = pd.DataFrame([{"tau": t, **target_mass(
+            soft_targets(image_f, text_f, target_temperature=float(t), hard_weight=hard), batch_labels)}
+            for t in grid])
+        for column, color in zip(("matching", "same class", "other classes"), ("C0", "C1", "C2")):
+            axes[-1].plot(grid, masses[name][column], ls=style, color=color,
+                          label=f"{column}, {name}" if style == "-" else (name if column == "matching" else None))
+    axes[-1].axvline(tau, color="black", ls=":", lw=1, label=f"model's τ = {tau:g}")
+    axes[-1].set(xscale="log", xlabel="target temperature τ", ylabel="mean share of a row of Q",
+                 title="Where the targets put their mass", ylim=(0, 1))
+    axes[-1].legend(fontsize=7, loc="center left")
+    fig.tight_layout()
+    plt.show()
+    train_mass = target_mass(soft_targets(batch_image, batch_text, target_temperature=tau, hard_weight=hard),
+                             batch.labels)
+    matching = masses[f"training-size batch ({len(batch.labels)})"]["matching"].to_numpy()
+    half = (f"falls below one half from about τ = {float(grid[np.argmax(matching < 0.5)]):.2g} on this grid"
+            if (matching < 0.5).any() else "stays above one half over this grid")
+    display(Markdown(
+        f"*Figure: targets of the example batch at {len(TARGET_TEMPERATURES)} temperatures, and the mean share of a "
+        f"row on the matching pair, same-class and other-class pairs along τ (hard weight {hard:g}, teachers of "
+        f"`{soft}`, {source_line}).*\n\n"
+        f"In a batch of {len(batch.labels)} training pairs at the model's τ = {tau:g}, the targets keep "
+        f"{100 * train_mass['matching']:.1f}% of each row on the matching caption, "
+        f"{100 * train_mass['same class']:.1f}% on same-class captions and {100 * train_mass['other classes']:.1f}% "
+        f"on other classes; the matching share {half}."))
 
 # %% [markdown]
-# ## What soft targets do to the laboratory models
+# ## What soft targets do to the models
 #
-# The laboratory trains the same architecture, data and schedule with CLIP's loss and with the soft-target loss,
-# several seeds each (see [the laboratory](lab)). The table and figure compare the two settings on the same test
-# queries: the difference *soft minus CLIP* for intra-modal image and text retrieval, OTI retrieval, the OTI gain (OTI
-# minus intra-modal, per query) and zero-shot accuracy, with the 95% interval over seeds (seeds paired) and the
-# paired bootstrap interval over queries.
+# The two models share the architecture, the data and the schedule (see [the laboratory](lab)) and are measured on
+# the same test queries. Two kinds of comparison, each with a 95% interval:
+#
+# - a **gain** (OTI minus intra-modal retrieval, OVI minus intra-modal text retrieval, zero-shot accuracy with OTI
+#   features minus with the image features) is a per-query difference within each model, and `evidence.contrast`
+#   gives its difference between the two models (seeds paired in order: a t-interval over seeds);
+# - a **level** (intra-modal image or text mAP, OTI mAP, zero-shot accuracy) is one number per trained model, and
+#   the two sets of seeds are compared with a Welch t-interval (`stats.welch_difference`).
+#
+# **The test:** if soft targets repaired intra-modal misalignment, intra-modal retrieval would rise (interval of
+# *soft minus CLIP* above zero) and the OTI gain would shrink (interval below zero); an interval that includes zero
+# shows neither.
 
 # %%
-if SOURCE == "paper":
-    display(Markdown(
-        "The soft-target loss is this book's addition, so the paper has no number for it and the `paper` source has "
-        "nothing to rerun here: this page shows the laboratory (which runs in every profile) as it is."))
-lab = run_lab(config, progress=False)
-settings = [s["name"] for s in config.settings]
-available = SOFT_SETTING in settings and BASELINE_SETTING in settings
-QUANTITIES = {"img_intra": "image-to-image mAP (intra-modal)", "img_oti": "OTI-to-image mAP",
-              "oti_gain": "OTI gain (OTI - intra-modal)", "txt_intra": "text-to-text mAP (intra-modal)",
-              "zero_shot": "zero-shot accuracy"}
-if not available:
-    display(Markdown(f"This laboratory has no `{SOFT_SETTING}` or no `{BASELINE_SETTING}` setting (it has "
-                     f"{settings}), so there is nothing to compare."))
-else:
-    rows = pd.DataFrame([{"quantity": label, **summary.contrast(lab, SOFT_SETTING, key, BASELINE_SETTING)}
-                         for key, label in QUANTITIES.items()])
-    table = pd.DataFrame({
-        f"{SOFT_SETTING} - {BASELINE_SETTING} (points) [95% CI over seeds]": [
-            report.ci_text(r["mean_diff"], r["seed_ci_low"], r["seed_ci_high"]) for _, r in rows.iterrows()],
-        "[95% bootstrap CI over queries]": [
-            report.ci_text(r["boot_diff"], r["boot_ci_low"], r["boot_ci_high"]) for _, r in rows.iterrows()],
-        "seeds": rows["n_seeds"].to_numpy(), "queries x seeds": rows["n_pairs"].to_numpy(),
-    }, index=rows["quantity"])
-    display(table)
+GAINS = {"OTI gain, image (OTI - intra)": ("image", "oti", "intra"),
+         "OVI gain, text (OVI - intra)": ("text", "ovi", "intra"),
+         "zero-shot, OTI - image features": ("zero_shot", "oti", "inter")}
+LEVELS = {"image-to-image mAP (intra-modal)": ("image", "intra", "mAP"),
+          "OTI-to-image mAP": ("image", "oti", "mAP"),
+          "text-to-text mAP (intra-modal)": ("text", "intra", "mAP"),
+          "zero-shot accuracy (image vs prompts)": ("zero_shot", "inter", "top-1")}
 
-# %%
-if available:
-    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+
+def seed_values(model: str, task: str, method: str, metric: str) -> list[float]:
+    """One value per seed (the mean over the task's datasets)."""
+    rows = evidence.metric(metric, task=task, method=method)
+    return rows[rows["model"] == model].groupby("seed")["value"].mean().tolist()
+
+
+rows = []
+if not missing:
+    for name, (task, a, b) in GAINS.items():
+        effect = evidence.contrast(task, a, b, model=soft, model_b=baseline, n_boot=N_BOOT)
+        rows.append({"quantity": name, "kind": "gain", **effect})
+    for name, (task, method, metric) in LEVELS.items():
+        values_soft, values_base = (seed_values(m, task, method, metric) for m in (soft, baseline))
+        mean, low, high = stats.welch_difference(values_soft, values_base)
+        rows.append({"quantity": name, "kind": "level", "mean": mean, "low": low, "high": high,
+                     "interval": f"Welch t-interval, {len(values_soft)} vs {len(values_base)} seeds",
+                     "per_seed": [v - w for v, w in zip(values_soft, values_base)]})
+rows = pd.DataFrame(rows)
+if not rows.empty:
+    display(pd.DataFrame({
+        f"{soft} - {baseline} (points) [95% CI]": [prose.ci_text(m, lo, hi) for m, lo, hi in
+                                                   zip(rows["mean"], rows["low"], rows["high"])],
+        "interval": rows["interval"].to_numpy(),
+        "verdict": [{"up": "higher with soft targets", "down": "lower with soft targets",
+                     "none": "no detectable difference"}[prose.direction(m, lo, hi)]
+                    for m, lo, hi in zip(rows["mean"], rows["low"], rows["high"])]}, index=rows["quantity"]))
+
+# %% tags=["hide-input"]
+if not rows.empty:
+    fig, ax = plt.subplots(figsize=(8.5, 0.5 * len(rows) + 1.4))
     y = np.arange(len(rows))
-    ax.hlines(y, 100 * rows["seed_ci_low"], 100 * rows["seed_ci_high"], color="C0", lw=1.2,
-              label="95% CI over seeds")
-    ax.hlines(y, 100 * rows["boot_ci_low"], 100 * rows["boot_ci_high"], color="C0", lw=6, alpha=0.35,
-              label="95% bootstrap CI over queries")
-    for i, per_seed in enumerate(rows["per_seed"]):
-        ax.scatter([100 * v for v in per_seed], [i] * len(per_seed), marker="|", s=70, color="C0")
-    ax.scatter(100 * rows["mean_diff"], y, color="C0", edgecolor="black", zorder=3, label="mean (ticks: seeds)")
+    for i, r in rows.iterrows():
+        colour = "C0" if r["kind"] == "gain" else "C1"
+        ax.plot([100 * r["low"], 100 * r["high"]], [i, i], color=colour, lw=5, alpha=0.5, solid_capstyle="butt")
+        ax.scatter([100 * v for v in r["per_seed"]], [i] * len(r["per_seed"]), marker="|", s=70, color=colour)
+        ax.scatter([100 * r["mean"]], [i], color=colour, edgecolor="black", zorder=3)
     ax.axvline(0, color="black", lw=1)
     ax.set_yticks(y, labels=rows["quantity"])
     ax.invert_yaxis()
     ax.grid(False, axis="y")
-    ax.set(xlabel=f"{SOFT_SETTING} - {BASELINE_SETTING} (points)",
-           title="Soft targets against CLIP's loss, same test queries (laboratory)")
-    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.set(xlabel=f"{soft} - {baseline} (points)", title="Soft targets against CLIP's loss, same test queries")
+    ax.legend(handles=[plt.Line2D([], [], color="C0", lw=5, alpha=0.5, label="gain: evidence.contrast"),
+                       plt.Line2D([], [], color="C1", lw=5, alpha=0.5, label="level: Welch over seeds"),
+                       plt.Line2D([], [], color="0.3", marker="|", ls="", markersize=10,
+                                  label="seed i minus seed i")], fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     plt.show()
-    display(Markdown("\n".join(
-        "- " + report.verdict(f"{r['quantity']}, {SOFT_SETTING} - {BASELINE_SETTING}", r["mean_diff"],
-                              r["seed_ci_low"], r["seed_ci_high"], interval="95% CI over seeds")
-        for _, r in rows.iterrows())))
+    display(Markdown(
+        f"*Figure: `{soft}` minus `{baseline}` on {', '.join(f'`{d}`' for d in evidence.datasets('image'))} "
+        f"({source_line}); bars: 95% intervals (column `interval` above).*\n\n" + "\n".join(
+            "- " + prose.effect_sentence(f"{r['quantity']}, {soft} - {baseline}", r) for _, r in rows.iterrows())))
 
 # %% [markdown]
 # ## The modality gap
 #
-# The centroid distance between image and caption features ({cite:t}`liang2022mind`) and the mean cosine of matched
-# image-caption pairs, per setting (mean over seeds with the 95% interval), and their difference paired by seed.
+# The centroid distance between image and text features ({cite:t}`liang2022mind`), the mean cosine of matched
+# image-text pairs and the learnt logit scale, per model and seed, and their difference between the two models
+# (Welch t-interval over seeds).
 
 # %%
-GAP = {"gap_centroid": "centroid distance", "gap_matched_cos": "matched image-caption cosine"}
-if available:
-    display(lab.table(metrics_shown=[*GAP, "logit_scale"]).loc[[BASELINE_SETTING, SOFT_SETTING]])
-    gap_rows = {metric: summary.seed_difference(lab, metric, SOFT_SETTING, BASELINE_SETTING) for metric in GAP}
-    display(Markdown("\n".join(
-        "- " + report.verdict(f"{label}, {SOFT_SETTING} - {BASELINE_SETTING}", d["mean"], d["low"], d["high"],
-                              scale=1, unit="", digits=3, interval="95% CI over seeds").replace("  (", " (")
-        for (metric, label), d in zip(GAP.items(), gap_rows.values()))))
+GAP = {"gap centroid distance": "centroid distance", "gap matched cosine": "matched image-text cosine",
+       "logit scale": "logit scale"}
+gap_rows = {}
+if not missing:
+    per_seed = {metric: evidence.model_values(metric) for metric in GAP}
+    for metric in GAP:
+        frame = per_seed[metric]
+        values = [frame[frame["model"] == m]["value"].tolist() for m in (soft, baseline)]
+        gap_rows[metric] = stats.welch_difference(*values)
+    display(pd.DataFrame({label: [prose.ci_text(*gap_rows[metric], scale=1, digits=3)]
+                          for metric, label in GAP.items()}, index=[f"{soft} - {baseline} [95% CI]"]))
 
-    fig, axes = plt.subplots(1, len(GAP), figsize=(9, 3.4))
-    tidy = lab.tidy[lab.tidy["setting"].isin([BASELINE_SETTING, SOFT_SETTING])]
+# %% tags=["hide-input"]
+if not missing:
+    fig, axes = plt.subplots(1, len(GAP), figsize=(11, 3.4))
     for ax, (metric, label) in zip(axes, GAP.items()):
-        wide = tidy[tidy["metric"] == metric].pivot(index="seed", columns="setting", values="value")
-        wide = wide[[BASELINE_SETTING, SOFT_SETTING]]
+        frame = per_seed[metric]
+        wide = frame[frame["model"].isin([baseline, soft])].pivot(index="seed", columns="model", values="value")
+        wide = wide[[baseline, soft]]
         for _seed, values in wide.iterrows():
             ax.plot([0, 1], values.to_numpy(), marker="o", color="0.55", lw=1)
         ax.plot([0, 1], wide.mean().to_numpy(), marker="D", color="C0", lw=2.5, label="mean over seeds")
-        ax.set_xticks([0, 1], labels=[BASELINE_SETTING, SOFT_SETTING])
+        ax.set_xticks([0, 1], labels=[baseline, soft])
         ax.set_xlim(-0.3, 1.3)
-        ax.set(title=label, xlabel="laboratory setting", ylabel=label)
+        ax.set(title=label, xlabel="model", ylabel=label)
+        ax.ticklabel_format(axis="y", useOffset=False)
     axes[0].legend(fontsize=8)
     fig.suptitle("Modality gap per model: grey lines join the two models of one training seed", fontsize=10)
     fig.tight_layout()
     plt.show()
+    gap_dataset = evidence.datasets("model")
+    display(Markdown(
+        f"*Figure: gap measures of `{baseline}` and `{soft}` on paired image and text features of "
+        f"{', '.join(f'`{d}`' for d in gap_dataset)} ({source_line}).*\n\n" + "\n".join(
+            "- " + prose.verdict(f"{label}, {soft} - {baseline}", *gap_rows[metric], scale=1, unit="", digits=3,
+                                 interval="95% Welch t-interval over seeds").replace("  (", " (")
+            for metric, label in GAP.items())))
 
 # %% [markdown]
 # ## In short
 
-# %%
-if available:
+# %% tags=["hide-input"]
+if not rows.empty:
     by = rows.set_index("quantity")
 
-    def said(key: str) -> str:
-        r = by.loc[QUANTITIES[key]]
+    def said(name: str) -> str:
+        r = by.loc[name]
         word = {"up": "raises", "down": "lowers", "none": "does not detectably change"}[
-            report.direction(r["mean_diff"], r["seed_ci_low"], r["seed_ci_high"])]
-        return (f"{word} {QUANTITIES[key]} "
-                f"({report.ci_text(r['mean_diff'], r['seed_ci_low'], r['seed_ci_high'])} points)")
+            prose.direction(r["mean"], r["low"], r["high"])]
+        return f"{word} the {name} ({prose.ci_text(r['mean'], r['low'], r['high'])} points)"
 
-    gap = gap_rows["gap_centroid"]
-    gap_word = {"up": "widens", "down": "narrows", "none": "does not detectably change"}[
-        report.direction(gap["mean"], gap["low"], gap["high"])]
+    gap = gap_rows["gap centroid distance"]
+    gap_word = {"up": "widens", "down": "narrows", "none": "does not detectably change"}[prose.direction(*gap)]
+    seeds = len(evidence.seeds(soft))
     display(Markdown(
-        f"Against CLIP's loss, in this laboratory and with 95% intervals over {len(config.seeds)} seeds, training "
-        f"with soft targets {said('img_intra')}, {said('oti_gain')} and {said('zero_shot')}; it {gap_word} the "
-        f"centroid gap ({report.ci_text(gap['mean'], gap['low'], gap['high'], scale=1, digits=3)}). If soft "
-        "targets repaired intra-modal misalignment, intra-modal retrieval would rise and the OTI gain would shrink; "
-        "the signs above say which of these this laboratory shows."))
+        f"Against CLIP's loss, on {source_line} with 95% intervals over {seeds} seed{'s' if seeds != 1 else ''}, "
+        f"training with soft targets {said('image-to-image mAP (intra-modal)')}, "
+        f"{said('OTI gain, image (OTI - intra)')} and {said('zero-shot accuracy (image vs prompts)')}; it "
+        f"{gap_word} the centroid gap ({prose.ci_text(*gap, scale=1, digits=3)}). By the test stated above, soft "
+        "targets would repair intra-modal misalignment if the first rose and the second fell; the signs above say "
+        "which of these this laboratory shows."))
