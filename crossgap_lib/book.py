@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -630,7 +631,10 @@ def build_html(build_dir: Path, log: Callable[[str], None] = _print) -> Path:
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BookError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + "\n" + proc.stderr)  # without terminal colours
+        problems = [line for line in output.splitlines() if re.search(r"(WARNING|ERROR|SEVERE|CRITICAL)\b", line)]
+        detail = "\n".join(problems[:40]) if problems else output[-4000:]
+        raise BookError(f"jupyter-book build failed (warnings are errors), in {src}:\n{detail}")
     log(f"[book] jupyter-book: done in {time.time() - start:.1f} s")
     return build_dir / "_build" / "html"
 

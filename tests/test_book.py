@@ -438,12 +438,12 @@ def test_every_page_opens_in_a_headless_browser_without_errors(built_book):
                 assert response is not None and response.ok, name
                 page.wait_for_load_state("networkidle")
                 errors.extend(f"{name}: {problem}" for problem in page.evaluate(PAGE_PROBLEMS_JS))
-                page.screenshot(path=str(shots / f"{name.replace('/', '__')}.png"), full_page=True)
+                page.screenshot(path=str(shots / f"{name.replace('/', '__')}.jpg"), full_page=True, quality=70)
             browser.close()
     finally:
         server.shutdown()
     assert not errors, "\n".join(errors)
-    assert len(list(shots.glob("*.png"))) == len(pages)
+    assert len(list(shots.glob("*.jpg"))) == len(pages)
 
 
 @pytest.mark.book

@@ -2,7 +2,7 @@
 
 Notebook figures reach the page as bare images (docutils then uses the image's URI as ``alt``). For an image without
 alt text this writes one from, in order: the figure's caption; the titles the cell's code sets on the plot
-(``suptitle("...")``, ``set_title("...")``, ``title("...")``, ``set(title="...")``); and always the section it sits in
+(``suptitle("...")``, ``set_title("...")``, ``title("...")``, ``.set(title="...")``); and always the section it sits in
 and its number on the page, e.g. ``Figure 2 of "OTI dynamics", section "Convergence": Retrieval mAP vs. steps``.
 """
 
@@ -13,7 +13,7 @@ import re
 from docutils import nodes
 
 TITLE_CALL = re.compile(r"""(?:suptitle|set_title|title)\(\s*[furbFURB]*(['"])(.{3,}?)\1"""  # ax.set_title("...")
-                        r"""|title\s*=\s*[fr]?(['"])(.{3,}?)\3""")  # ax.set(title="...")
+                        r"""|\.set\([^()]*?\btitle\s*=\s*[fr]?(['"])(.{3,}?)\3""")  # ax.set(title="...")
 
 
 def _section_title(node: nodes.Node) -> str:
@@ -33,7 +33,7 @@ def _cell_titles(node: nodes.Node) -> list[str]:
     titles = []
     for block in node.findall(nodes.literal_block):
         for match in TITLE_CALL.finditer(block.astext()):
-            text = (match.group(2) or match.group(4) or "").strip()
+            text = " ".join((match.group(2) or match.group(4) or "").replace("\\n", " ").split())
             if "{" not in text and text not in titles:  # an f-string's template is no description
                 titles.append(text)
     return titles[:3]
