@@ -52,6 +52,7 @@ STATS_PAGE = "execution_stats"  # generated page in book/_executed/ (listed in _
 FAILED_DIR = "_failed"  # partly executed notebooks of failed runs, for debugging (never pages of the book)
 NOT_LITERAL = ...  # default of a parameter whose value is an expression: any value is accepted
 _START = "\x00start"  # first line a job writes to its progress file
+EXECUTED_FORMAT = 1  # bump when this runner changes what it writes into executed notebooks (banner, cell tags)
 
 
 class BookError(RuntimeError):
@@ -107,13 +108,14 @@ def get_profile(name: str, path: Path | None = None) -> Profile:
 
 
 def library_fingerprint() -> str:
-    """Hash of the library's source and data files: a change here re-executes every notebook."""
-    h = hashlib.sha256()
+    """Hash of the library's source and data files (not this runner's): a change here re-executes every notebook."""
+    h = hashlib.sha256(f"executed format {EXECUTED_FORMAT}".encode())
     for path in sorted(LIBRARY.rglob("*")):
         if (
             path.is_file()
             and path.suffix in {".py", ".json", ".csv", ".txt", ".yml"}
             and "__pycache__" not in path.parts
+            and path.relative_to(LIBRARY) != Path("book.py")  # the runner: not imported by notebooks
         ):
             h.update(str(path.relative_to(LIBRARY)).encode())
             h.update(path.read_bytes())

@@ -46,6 +46,17 @@ def test_notebook_key_follows_text_parameters_and_library(tmp_path):
     assert k != book.notebook_key(nb, {"A": 1}, "lib1")
 
 
+def test_library_fingerprint_follows_the_library_but_not_the_runner(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "LIBRARY", tmp_path)
+    (tmp_path / "metrics.py").write_text("A = 1\n")
+    (tmp_path / "book.py").write_text("RUNNER = 1\n")
+    first = book.library_fingerprint()
+    (tmp_path / "book.py").write_text("RUNNER = 2\n")
+    assert book.library_fingerprint() == first, "editing the runner must not re-execute every notebook"
+    (tmp_path / "metrics.py").write_text("A = 2\n")
+    assert book.library_fingerprint() != first
+
+
 def _write_notebook(path: Path, body: str) -> Path:
     path.write_text(
         "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n"
