@@ -124,8 +124,27 @@ display(Markdown(
 # datasets) the interval is computed from. A row to the right of the zero line helps retrieval.
 
 # %%
-versus_intra = pd.concat([evidence.contrast_table("image", m, "intra", n_boot=N_BOOT).assign(method=m)
-                          for m in baselines], ignore_index=True)
+def shared_datasets(a: str, b: str) -> list[str]:
+    """Image datasets on which both methods were measured (the class prompt is not run on revisited Oxford/Paris)."""
+    rows = evidence.values[evidence.values["task"] == "image"]
+    return [d for d in datasets if {a, b} <= set(rows[rows["dataset"] == d]["method"])]
+
+
+def versus(a: str, b: str) -> pd.DataFrame:
+    """`evidence.contrast_table` of a - b per model, over the datasets on which both were measured."""
+    common = shared_datasets(a, b)
+    if common == datasets:
+        return evidence.contrast_table("image", a, b, n_boot=N_BOOT)
+    return pd.DataFrame([{"model": model, "dataset": ", ".join(common),
+                          **evidence.contrast("image", a, b, model, datasets=common, n_boot=N_BOOT)}
+                         for model in evidence.labels])
+
+
+versus_intra = pd.concat([versus(m, "intra").assign(method=m) for m in baselines], ignore_index=True)
+partial = {m: shared_datasets(m, "intra") for m in baselines if shared_datasets(m, "intra") != datasets}
+if partial:
+    display(Markdown("Measured on some of the datasets only: " + "; ".join(
+        f"{method_name(m)} on {listing(d)}" for m, d in partial.items()) + "."))
 
 # %% tags=["hide-input"]
 models = evidence.labels
@@ -242,8 +261,8 @@ display(Markdown(
 
 # %%
 WINNER = {"up": "projection ahead", "down": "OTI ahead", "none": "no detectable difference"}
-versus_oti = pd.concat([evidence.contrast_table("image", span, "oti", n_boot=N_BOOT).assign(span=span)
-                        for span in spans], ignore_index=True) if spans else pd.DataFrame()
+versus_oti = pd.concat([versus(span, "oti").assign(span=span) for span in spans], ignore_index=True) \
+    if spans else pd.DataFrame()
 if versus_oti.empty:
     display(Markdown(f"This evidence has no text-span projection (image methods: {listing(image_methods)})."))
 else:
