@@ -67,7 +67,6 @@ display(table[["claim", "shown in", "reported", "provenance", "measured as"]].se
 # %% tags=["hide-input"]
 resolved = evidence.source["resolved"]
 seeds = sorted({len(evidence.seeds(model)) for model in evidence.labels})
-own = [m for m in evidence.labels if m in set(claims.reported("table1")["model"])]
 
 
 def listing(items) -> str:
@@ -160,13 +159,18 @@ display(Markdown(
 display(Markdown("\n\n".join(prose.discussion(table))))
 sizes = {c.key: (c.reported_delta, measured[c.key]) for c in reported if measured.get(c.key) is not None}
 same_sign = [k for k, (r, m) in sizes.items() if (r > 0) == (m["mean"] > 0)]
-analogues = [m for m in evidence.labels if m not in own]
+compared = []
+for row in evidence.models.to_dict("records"):
+    t = row.get("temperature")
+    t = None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
+    effect = claims.reported_effect(row["label"], row["family"], t, "image")
+    compared.append(f"`{row['label']}`: " + (effect["analogue"] if effect else "no reported row (image retrieval)"))
 display(Markdown(
     f"Looking at the point estimates alone, {len(same_sign)} of the {len(sizes)} measured effects have the sign of "
-    "the reported one; the verdicts above only count those whose interval excludes zero. Of the evidence's models, "
-    f"{len(own)} {'is' if len(own) == 1 else 'are'} among the paper's own ({listing(own)}) and {len(analogues)} "
-    f"{'is an analogue' if len(analogues) == 1 else 'are analogues'} ({listing(analogues)}). For an analogue, "
-    "agreement means that the mechanism the paper describes appears in that setting, not that the paper's "
-    "magnitudes are reproduced; disagreement means the setting does not show it, which may say as much about the "
-    "setting as about the claim. The table chapters compare each model with the reported row it stands for "
-    "(`claims.reported_effect`), dataset by dataset where the paper's datasets were run."))
+    "the reported one; the verdicts above only count those whose interval excludes zero. Each model of the evidence "
+    "stands for a reported row (`claims.reported_effect`, image retrieval): " + "; ".join(compared) + ". Where the "
+    "row is an analogue (a mean over the paper's models, or a model of another size or training), agreement means "
+    "that the mechanism the paper describes appears in that setting, not that the paper's magnitudes are "
+    "reproduced; disagreement means the setting does not show it, which may say as much about the setting as about "
+    "the claim. The table chapters compare each model with its reported row, dataset by dataset where the paper's "
+    "datasets were run."))
