@@ -24,6 +24,7 @@ weights and are never overwritten.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import shutil
@@ -815,8 +816,38 @@ def write_random_checkpoints(
     return written
 
 
+def write_checkpoint_file(root: str | os.PathLike, arch: str, file_name: str, seed: int = 0,
+                          temperature: float | None = None) -> Path:
+    """A random open_clip ``arch`` state dict saved as ``root/file_name`` (e.g. a stand-in for a fine-tuned
+    checkpoint the paper profile reads from ``$CROSSGAP_WEIGHTS``), its logit scale fixed at 1/``temperature``."""
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / file_name
+    sidecar = Path(str(path) + SIDECAR_SUFFIX)
+    settings = {"format": FORMAT_VERSION, "arch": arch, "file": file_name, "seed": int(seed),
+                "temperature": temperature}
+    recorded = _read_json(sidecar)
+    if path.is_file() and isinstance(recorded, dict) and recorded.get("settings") == settings:
+        return path
+    if path.exists() and not _is_ours(path):
+        raise FileExistsError(f"{path} exists and was not written by crossgap_lib.dryrun; refusing to overwrite it "
+                              "with random weights: use another root")
+    with _seeded(_seed_for(seed, file_name)):
+        state_dict = _random_state_dict(arch)
+    if temperature is not None:
+        state_dict["logit_scale"] = torch.tensor(math.log(1.0 / temperature), dtype=state_dict["logit_scale"].dtype)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=root)
+    os.close(fd)
+    torch.save(state_dict, tmp_name)
+    Path(tmp_name).chmod(0o644)
+    sidecar.write_text(json.dumps({"settings": settings}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp_name, path)
+    return path
+
+
 __all__ = [
     "DRYRUN_MODELS",
+    "write_checkpoint_file",
     "miniature_settings",
     "supported_checkpoint_labels",
     "write_miniature_datasets",

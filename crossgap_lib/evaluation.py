@@ -42,7 +42,7 @@ from .cache import atomic_save, cache_key, check_writable, default_cache_root, s
 from .inversion import InversionConfig
 from .models import WEIGHTS_ENV
 
-EVIDENCE_VERSION = 1  # bump when a change alters what a source computes (invalidates stored evidence)
+EVIDENCE_VERSION = 2  # bump when a change alters what a source computes (invalidates stored evidence)
 KINDS = ("lab", "paper", "dryrun")
 PROMPT = "a photo of a {}."  # zero-shot prompt (CLIP's; per-dataset templates are issue #11's)
 IMAGE_METHODS = ("intra", "oti", "center", "shift", "prompt")  # plus one "pca_<name>" per text-span vocabulary
@@ -262,6 +262,10 @@ class _PaperSource:
             self.weights_root = root / "weights"
             dryrun.write_random_checkpoints(self.weights_root, models=sorted({r.weights_label for r in self.rows}),
                                             progress=progress)
+            for row in self.rows:  # checkpoint files a paper source names (Table 4's fine-tuned CLIPs)
+                if row.pretrained.endswith((".pt", ".pth")):
+                    dryrun.write_checkpoint_file(self.weights_root, row.open_clip_name, row.pretrained,
+                                                 temperature=row.temperature)
 
     def key_parts(self) -> dict:
         return {"models": [asdict(r) for r in self.rows], "data_root": str(self.data_root)}
@@ -535,6 +539,7 @@ def _image_task(clip, entry: ModelEntry, task: ImageTask, tasks: dict, cache: Pa
         values[method] = {k: float(v) for k, v in scores.items() if k != "per_query" and not k.startswith("n_")}
         per_query[method] = scores["per_query"]["AP"].double()
     features = {"image": query, "gallery": gallery, "oti": oti.features, "labels": task.queries.labels,
+                "classnames": list(task.classnames) if task.classnames else None,
                 "gallery_labels": task.gallery.labels, "gallery_text": gallery_text,
                 "text_kind": "caption" if task.gallery_texts is not None else "class prompt",
                 "prompt": prompts, "exclude_self": task.exclude_self, "oti_losses": oti.losses.mean(0),
@@ -601,6 +606,13 @@ def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Pat
     query_labels, gallery_labels = torch.as_tensor(task.queries.labels), torch.as_tensor(task.gallery.labels)
     n = query.shape[0] if curve.get("queries") is None else min(int(curve["queries"]), query.shape[0])
     query, query_labels = query[:n], query_labels[:n]  # a prefix: with exclude_self, query i stays gallery item i
+    texts = None  # a text per query for the similarity histograms: its caption (lab) or its class prompt
+    if task.query_texts is not None:
+        texts = pipeline.encode_texts(clip, task.query_texts[:n], cache_dir=cache, progress=progress)
+    elif task.classnames:
+        prompt = curve.get("prompt", PROMPT)
+        texts = pipeline.encode_texts(clip, [prompt.format(c) for c in task.classnames], cache_dir=cache,
+                                      progress=progress)[query_labels]
     aps, losses, steps, finals = [], [], None, []
     for r in curve["num_pseudo_tokens"]:
         config = replace(entry.oti, num_pseudo_tokens=r)
@@ -628,7 +640,7 @@ def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Pat
     return {"model": entry.label, "seed": entry.seed, "dataset": task.dataset, "num_pseudo_tokens":
             list(curve["num_pseudo_tokens"]), "steps": list(steps), "AP": ap, "loss": torch.stack(losses),
             "intra": intra, "focus": focus, "peak_step": peak_step, "features_at_peak": at_peak,
-            "features_last": finals[focus_index], "query": query, "query_labels": query_labels,
+            "features_last": finals[focus_index], "query": query, "query_labels": query_labels, "texts": texts,
             "gallery": gallery, "gallery_labels": gallery_labels, "exclude_self": task.exclude_self}
 
 

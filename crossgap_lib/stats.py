@@ -119,7 +119,7 @@ def paired_effect(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]], n_bo
             "per_dataset": [sum(c[k] for c in per_cell) / n_seeds for k in range(n_datasets)]}
 
 
-def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1) -> dict:
+def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1, baseline: Any = None) -> dict:
     """Does OTI retrieval peak before the last step and then decay? ``ap`` (T, Q): per-query AP along the steps.
 
     Picking the peak on the queries that measure it would make "last - peak" negative by construction, so the peak
@@ -127,7 +127,8 @@ def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1) 
     both ways). Only steps >= ``min_step`` can be the peak (step 0 holds the initial, not yet optimised tokens).
     Returns ``mean`` (AP at the last step minus AP at the peak chosen on the other half) with a paired bootstrap
     interval over queries (``low``, ``high``), and ``peak_step``, ``peak_mAP``, ``final_step``, ``final_mAP`` of the
-    curve on all queries.
+    curve on all queries. With ``baseline`` (Q,) per-query values (e.g. intra-modal AP), also ``peak_vs_baseline``:
+    AP at the cross-fitted peak minus the baseline, with its bootstrap interval (``mean``, ``low``, ``high``).
     """
     ap = torch.as_tensor(ap, dtype=torch.float64)
     if ap.ndim != 2 or ap.shape[0] != len(steps) or ap.shape[1] < 2:
@@ -145,7 +146,13 @@ def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1) 
     mean, low, high = paired_bootstrap_ci(final, at_peak, n_boot=n_boot, seed=0)
     curve = torch.nanmean(ap, dim=1)
     peak = int(torch.nan_to_num(curve, nan=-1.0).argmax())
-    return {"mean": mean, "low": low, "high": high, "interval": f"bootstrap over {ap.shape[1]} queries",
+    extra = {}
+    if baseline is not None:
+        b_mean, b_low, b_high = paired_bootstrap_ci(at_peak, torch.as_tensor(baseline, dtype=torch.float64),
+                                                    n_boot=n_boot, seed=0)
+        extra["peak_vs_baseline"] = {"mean": b_mean, "low": b_low, "high": b_high,
+                                     "interval": f"bootstrap over {ap.shape[1]} queries"}
+    return {**extra, "mean": mean, "low": low, "high": high, "interval": f"bootstrap over {ap.shape[1]} queries",
             "n_seeds": 1, "n_datasets": 1, "n_queries": int(ap.shape[1]), "peak_step": steps[peak],
             "peak_mAP": float(curve[peak]), "final_step": steps[-1], "final_mAP": float(curve[-1])}
 

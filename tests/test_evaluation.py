@@ -131,7 +131,8 @@ def test_dryrun_source_runs_the_paper_path(tmp_path):
     """The paper code path on a random ViT-B-32 and miniature CUB (all->all), ROxford (revisited), DTD (split json),
     COCO (Karpathy captions) and DTD zero-shot; a T=1 row from the same architecture."""
     source = {"kind": "dryrun", "name": "mini", "models": [
-        "CLIP B/32", {"label": "CLIP B/32 T=1", "base": "CLIP B/32", "temperature": 1.0}],
+        "CLIP B/32", {"label": "CLIP B/32 T=1", "base": "CLIP B/32", "temperature": 1.0,
+                      "pretrained": "clip_b32_coco_T1.pt"}],
         "image_datasets": ["cub", "roxford5k", "dtd"], "text_datasets": ["coco"], "zero_shot_datasets": ["dtd"],
         "curve": {"model": "CLIP B/32", "dataset": "cub", "num_pseudo_tokens": [1], "steps": 2, "record_every": 1,
                   "queries": 6},
@@ -147,5 +148,7 @@ def test_dryrun_source_runs_the_paper_path(tmp_path):
     assert evidence.contrast("image", "oti", "intra", "CLIP B/32", datasets=["cub"])["interval"].startswith(
         "bootstrap over")
     assert claims.gap_pair(evidence) is None  # only one fixed temperature
+    scales = evidence.model_values("logit scale").set_index("model")["value"]
+    assert scales["CLIP B/32 T=1"] == pytest.approx(1.0, abs=1e-3) and scales["CLIP B/32"] != scales["CLIP B/32 T=1"]
     assert evidence.curve["AP"].shape[:2] == (1, 3)
     assert evidence.source["resolved"]["kind"] == "dryrun"

@@ -136,8 +136,9 @@ def test_peak_test_is_not_biased_by_picking_the_peak():
     assert out["low"] < 0 < out["high"]
     bump = torch.tensor([0.2, 0.5, 0.4, 0.3, 0.3, 0.25, 0.25, 0.22, 0.21, 0.2], dtype=torch.float64)
     peaked = bump[:, None] + 0.01 * torch.randn(len(steps), 400, generator=g, dtype=torch.float64)
-    out = peak_test(peaked, steps, n_boot=500)
+    out = peak_test(peaked, steps, n_boot=500, baseline=torch.full((400,), 0.3, dtype=torch.float64))
     assert out["peak_step"] == 10 and out["high"] < 0
+    assert out["peak_vs_baseline"]["mean"] == pytest.approx(0.2, abs=0.01) and out["peak_vs_baseline"]["low"] > 0
     assert out["mean"] == pytest.approx(-0.3, abs=0.01)
     with pytest.raises(ValueError):
         peak_test(peaked[:, :1], steps)
