@@ -636,6 +636,9 @@ def build_html(build_dir: Path, log: Callable[[str], None] = _print) -> Path:
         output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + "\n" + proc.stderr)  # without terminal colours
         problems = [line for line in output.splitlines() if re.search(r"(WARNING|ERROR|SEVERE|CRITICAL)\b", line)]
         detail = "\n".join(problems[:40]) if problems else output[-4000:]
+        # Sphinx re-reads only changed pages, so a page whose warning failed this build would pass the next one
+        # unread: forget the environment, and the next build reads (and checks) every page again
+        shutil.rmtree(build_dir / "_build" / ".doctrees", ignore_errors=True)
         raise BookError(f"jupyter-book build failed (warnings are errors), in {src}:\n{detail}")
     log(f"[book] jupyter-book: done in {time.time() - start:.1f} s")
     return build_dir / "_build" / "html"

