@@ -424,31 +424,50 @@ class Evidence:
     def _cells(self, model: str, task: str, datasets: list[str], method: str) -> list[list[torch.Tensor]]:
         return [[self.per_query[f"{model}|{seed}|{task}|{d}"][method] for d in datasets] for seed in self.seeds(model)]
 
-    def contrast(self, task: str, a: str, b: str, model: str, model_b: str | None = None,
+    def has(self, model: str, task: str, dataset: str, method: str) -> bool:
+        """Whether the evidence holds per-query values of a method on a model's dataset (every seed)."""
+        return all(method in self.per_query.get(f"{model}|{seed}|{task}|{dataset}", {}) for seed in self.seeds(model))
+
+    def contrast(self, task: str, a: str, b: str | None, model: str, model_b: str | None = None,
                  datasets: list[str] | None = None, n_boot: int = 2000) -> dict:
-        """Method ``a`` minus method ``b`` on the same queries of ``model`` (averaged over ``datasets``, default all
-        of the task's), or, with ``model_b``, that difference on ``model`` minus the same on ``model_b`` (seeds paired
-        in order). A :func:`crossgap_lib.stats.paired_effect` dict (``mean``, ``low``, ``high``, ``interval``...)."""
+        """Method ``a`` minus method ``b`` on the same queries of ``model``, averaged over ``datasets`` (default: the
+        task's datasets where both methods were measured). With ``model_b``: that difference on ``model`` minus the
+        same on ``model_b`` (a difference of gains), or, with ``b=None``, method ``a`` on ``model`` minus method ``a``
+        on ``model_b`` (a difference of levels); seeds are paired in order. A :func:`crossgap_lib.stats.paired_effect`
+        dict (``mean``, ``low``, ``high``, ``interval``, ...) plus ``datasets``."""
         from .stats import paired_effect
 
-        datasets = list(datasets) if datasets is not None else self.datasets(task)
-        if not datasets:
-            raise ValueError(f"the evidence has no {task!r} datasets")
         for name in (model, model_b):
             if name is not None and name not in self.labels:
                 raise KeyError(f"model {name!r} is not in the evidence; it has {self.labels}")
-        cells_a, cells_b = self._cells(model, task, datasets, a), self._cells(model, task, datasets, b)
-        if model_b is None:
-            return paired_effect(cells_a, cells_b, n_boot=n_boot)
-        other_a, other_b = self._cells(model_b, task, datasets, a), self._cells(model_b, task, datasets, b)
-        if len(other_a) != len(cells_a):
-            raise ValueError(f"{model!r} has {len(cells_a)} seeds and {model_b!r} {len(other_a)}: cannot pair them")
-        gain = [[x - y for x, y in zip(xs, ys)] for xs, ys in zip(cells_a, cells_b)]
-        gain_b = [[x - y for x, y in zip(xs, ys)] for xs, ys in zip(other_a, other_b)]
-        return paired_effect(gain, gain_b, n_boot=n_boot)
+        if b is None and model_b is None:
+            raise ValueError("b=None compares one method between two models: give model_b")
+        models = [m for m in (model, model_b) if m is not None]
+        methods = [m for m in (a, b) if m is not None]
+        if datasets is None:
+            datasets = [d for d in self.datasets(task)
+                        if all(self.has(m, task, d, method) for m in models for method in methods)]
+        datasets = list(datasets)
+        if not datasets:
+            raise KeyError(f"no {task!r} dataset has {methods} for {models}")
+        if model_b is not None and len(self.seeds(model)) != len(self.seeds(model_b)):
+            raise ValueError(f"{model!r} has {len(self.seeds(model))} seeds and {model_b!r} "
+                             f"{len(self.seeds(model_b))}: cannot pair them")
+        cells_a = self._cells(model, task, datasets, a)
+        if b is None:
+            effect = paired_effect(cells_a, self._cells(model_b, task, datasets, a), n_boot=n_boot)
+        elif model_b is None:
+            effect = paired_effect(cells_a, self._cells(model, task, datasets, b), n_boot=n_boot)
+        else:
+            gain = [[x - y for x, y in zip(xs, ys)] for xs, ys in zip(cells_a, self._cells(model, task, datasets, b))]
+            gain_b = [[x - y for x, y in zip(xs, ys)] for xs, ys in zip(self._cells(model_b, task, datasets, a),
+                                                                        self._cells(model_b, task, datasets, b))]
+            effect = paired_effect(gain, gain_b, n_boot=n_boot)
+        return {**effect, "datasets": datasets}
 
     def contrast_table(self, task: str, a: str, b: str, by_dataset: bool = False, n_boot: int = 2000) -> pd.DataFrame:
-        """One row per model (and dataset, with ``by_dataset``): :meth:`contrast` of ``a`` - ``b``."""
+        """One row per model (and dataset, with ``by_dataset``): :meth:`contrast` of ``a`` - ``b`` over the datasets
+        where the model has both methods (models with none are left out)."""
         rows = []
         for model in self.labels:
             for datasets in ([[d] for d in self.datasets(task)] if by_dataset else [None]):

@@ -84,13 +84,19 @@ def test_contrast_is_paired_effect_of_the_stored_values(lab):
     effect = lab.contrast("image", "oti", "intra", "clip")
     a = [[lab.per_query[f"clip|{s}|image|shapes"]["oti"]] for s in (0, 1)]
     b = [[lab.per_query[f"clip|{s}|image|shapes"]["intra"]] for s in (0, 1)]
-    assert effect == paired_effect(a, b)
+    assert effect == {**paired_effect(a, b), "datasets": ["shapes"]}
     assert effect["interval"] == "t-interval over 2 seeds"
     between = lab.contrast("image", "oti", "intra", "intra", model_b="clip")
     gains = {m: [float((lab.per_query[f"{m}|{s}|image|shapes"]["oti"]
                         - lab.per_query[f"{m}|{s}|image|shapes"]["intra"]).nanmean()) for s in (0, 1)]
              for m in ("intra", "clip")}
     assert between["per_seed"] == pytest.approx([x - y for x, y in zip(gains["intra"], gains["clip"])])
+    levels = lab.contrast("image", "intra", None, "soft", model_b="clip")
+    level_diffs = [float((lab.per_query[f"soft|{s}|image|shapes"]["intra"]
+                          - lab.per_query[f"clip|{s}|image|shapes"]["intra"]).nanmean()) for s in (0, 1)]
+    assert levels["per_seed"] == pytest.approx(level_diffs) and levels["datasets"] == ["shapes"]
+    with pytest.raises(ValueError, match="give model_b"):
+        lab.contrast("image", "intra", None, "soft")
     table = lab.contrast_table("image", "oti", "intra")
     assert list(table["model"]) == lab.labels and table.iloc[0]["mean"] == pytest.approx(effect["mean"])
     with pytest.raises(KeyError, match="not in the evidence"):
@@ -147,6 +153,8 @@ def test_dryrun_source_runs_the_paper_path(tmp_path):
     assert effect["interval"] == "t-interval over 3 datasets" and not math.isnan(effect["mean"])
     assert evidence.contrast("image", "oti", "intra", "CLIP B/32", datasets=["cub"])["interval"].startswith(
         "bootstrap over")
+    prompt = evidence.contrast("image", "prompt", "intra", "CLIP B/32")  # no class prompts on revisited Oxford
+    assert prompt["datasets"] == ["cub", "dtd"]
     assert claims.gap_pair(evidence) is None  # only one fixed temperature
     scales = evidence.model_values("logit scale").set_index("model")["value"]
     assert scales["CLIP B/32 T=1"] == pytest.approx(1.0, abs=1e-3) and scales["CLIP B/32"] != scales["CLIP B/32 T=1"]
