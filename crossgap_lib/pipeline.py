@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -235,7 +236,7 @@ def _prepare_folder(store: ChunkStore, meta: dict) -> None:
     folder = store.folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_probe_pipeline"
+        probe = folder / f".write_probe_pipeline.{os.getpid()}.{threading.get_ident()}"  # parallel writers: own probe
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
