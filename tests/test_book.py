@@ -294,7 +294,8 @@ def test_gpu_workflow_runs_the_paper_profile_on_a_gpu_runner():
 
 # --- the whole book, built on each profile of BOOK_PROFILES ------------------------------------------------------
 
-BOOK_PROFILES = ["smoke", "dryrun"]  # the profiles the test suite builds whole (each page then opened in a headless browser)
+# the profiles the test suite builds whole (each page then opened in a headless browser)
+BOOK_PROFILES = ["smoke", "dryrun"]
 SCREENSHOTS = Path(os.environ.get("CROSSGAP_SCREENSHOTS", ROOT / "_build" / "screenshots"))  # uploaded by CI
 
 
