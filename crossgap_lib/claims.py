@@ -111,6 +111,25 @@ def reported_effect(label: str, family: str, temperature: float | None, task: st
             "delta": inversion - baseline, "provenance": rows["provenance"].iloc[0]}
 
 
+def reported_for(evidence, model: str, task: str = "image") -> dict | None:
+    """:func:`reported_effect` of a model of an evidence (its family and temperature from the evidence)."""
+    return reported_effect(model, evidence.families[model], evidence.temperatures[model], task)
+
+
+def model_sentence(evidence, model: str, effect: dict, what: str, task: str = "image", note: str | None = None) -> str:
+    """The measured effect of one model as a verdict sentence, followed, where the paper has a row or an analogue for
+    the model, by whether the reported difference agrees in sign. ``note``: what the parenthesis says (default: the
+    model's family)."""
+    from .prose import agreement_sentence, effect_sentence
+
+    sentence = effect_sentence(f"`{model}` ({note or evidence.families[model]}), {what}", effect)
+    reported_row = reported_for(evidence, model, task)
+    if reported_row is not None:
+        target = f"`{model}`" if reported_row["analogue"] == model else f"its analogue ({reported_row['analogue']})"
+        sentence += " " + agreement_sentence(reported_row["delta"], effect["low"], effect["high"], target)
+    return sentence
+
+
 def critique_gains() -> pd.DataFrame:
     """Per model of the critique's table: average mAP of intra, OTI and PCA over its 13 datasets, the gains
     ``OTI - intra``, ``PCA - intra``, ``PCA - OTI``, and on how many datasets PCA beats OTI."""

@@ -385,6 +385,17 @@ class Evidence:
         """Model labels in source order."""
         return list(self.models["label"])
 
+    @property
+    def families(self) -> dict[str, str]:
+        """Model label -> family ("clip", "slip", "soft", "siglip")."""
+        return dict(zip(self.models["label"], self.models["family"]))
+
+    @property
+    def temperatures(self) -> dict[str, float | None]:
+        """Model label -> its fixed training temperature, or None when it was learnt."""
+        return {r["label"]: None if r["temperature"] is None or pd.isna(r["temperature"]) else float(r["temperature"])
+                for r in self.models.to_dict("records")}
+
     def seeds(self, model: str) -> list[int]:
         """Seeds evaluated for one model."""
         return sorted({int(k.split("|")[1]) for k in self.per_query if k.split("|")[0] == model})

@@ -61,9 +61,7 @@ evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
 IMAGE_DATASETS = evidence.datasets("image")
 SEEDS = {m: evidence.seeds(m) for m in evidence.labels}
 SOURCE_NAME = evidence.source["name"]
-FAMILY = dict(zip(evidence.models["label"], evidence.models["family"]))
-TEMPERATURE = {r["label"]: (None if pd.isna(r["temperature"]) else float(r["temperature"]))
-               for r in evidence.models.to_dict("records")}
+FAMILY, TEMPERATURE = evidence.families, evidence.temperatures
 
 
 def names(items) -> str:
@@ -165,7 +163,7 @@ display(Markdown("Datasets behind each column: " + "; ".join(
 # %% tags=["hide-input"]
 beside_rows = []
 for model, row in gains.iterrows():
-    effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task="image")
+    effect = claims.reported_for(evidence, model, "image")
     beside_rows.append({
         "model": model, "measured OTI - intra [95% CI]": prose.ci_text(row["mean"], row["low"], row["high"]),
         "compared with": effect["analogue"] if effect else "no reported analogue",
@@ -266,10 +264,5 @@ else:
 # %% tags=["remove-input"]
 lines = []
 for model, row in gains.iterrows():
-    sentence = prose.effect_sentence(f"`{model}` ({FAMILY[model]}), OTI - intra mAP", row.to_dict())
-    effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task="image")
-    if effect is not None:
-        what = f"`{model}`" if effect["analogue"] == model else f"its analogue ({effect['analogue']})"
-        sentence += " " + prose.agreement_sentence(effect["delta"], row["low"], row["high"], what)
-    lines.append("- " + sentence)
+    lines.append("- " + claims.model_sentence(evidence, model, row.to_dict(), "OTI - intra mAP"))
 display(Markdown("\n".join(lines)))

@@ -60,9 +60,7 @@ evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
 # %% tags=["remove-input"]
 TEXT_DATASETS, ZS_DATASETS = evidence.datasets("text"), evidence.datasets("zero_shot")
 SOURCE_NAME = evidence.source["name"]
-FAMILY = dict(zip(evidence.models["label"], evidence.models["family"]))
-TEMPERATURE = {r["label"]: (None if pd.isna(r["temperature"]) else float(r["temperature"]))
-               for r in evidence.models.to_dict("records")}
+FAMILY, TEMPERATURE = evidence.families, evidence.temperatures
 
 
 def names(items) -> str:
@@ -122,7 +120,7 @@ def contrast_view(task: str, gains: pd.DataFrame, means: pd.DataFrame, base: str
     by_method = means.pivot_table(index="model", columns="method", values="value", sort=False)
     rows = []
     for model, row in gains.iterrows():
-        effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task=task)
+        effect = claims.reported_for(evidence, model, task)
         rows.append({
             "model": model, base_name: round(100 * by_method.loc[model, base], 1),
             inv_name: round(100 * by_method.loc[model, inv], 1),
@@ -285,10 +283,5 @@ lines = []
 for task, gains, what in (("text", text_gains, "text retrieval, OVI - intra mAP"),
                           ("zero_shot", zs_gains, "zero-shot, OTI - inter top-1")):
     for model, row in gains.iterrows():
-        sentence = prose.effect_sentence(f"`{model}` ({FAMILY[model]}), {what}", row.to_dict())
-        effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task=task)
-        if effect is not None:
-            target = f"`{model}`" if effect["analogue"] == model else f"its analogue ({effect['analogue']})"
-            sentence += " " + prose.agreement_sentence(effect["delta"], row["low"], row["high"], target)
-        lines.append("- " + sentence)
+        lines.append("- " + claims.model_sentence(evidence, model, row.to_dict(), what, task))
 display(Markdown("\n".join(lines)))

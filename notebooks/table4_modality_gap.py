@@ -62,9 +62,7 @@ pair = claims.gap_pair(evidence)  # (T = 1 model, lowest other fixed-T model) or
 IMAGE_DATASETS = evidence.datasets("image")
 GAP_DATASETS = evidence.datasets("model")
 SOURCE_NAME = evidence.source["name"]
-FAMILY = dict(zip(evidence.models["label"], evidence.models["family"]))
-TEMPERATURE = {r["label"]: (None if pd.isna(r["temperature"]) else float(r["temperature"]))
-               for r in evidence.models.to_dict("records")}
+FAMILY, TEMPERATURE = evidence.families, evidence.temperatures
 
 
 def names(items) -> str:
@@ -350,12 +348,8 @@ display(Markdown(
 # %% tags=["remove-input"]
 lines = []
 for model, row in gains.iterrows():
-    sentence = prose.effect_sentence(f"`{model}` ({temperature_text(model)}), OTI - intra mAP", row.to_dict())
-    effect = claims.reported_effect(model, FAMILY[model], TEMPERATURE[model], task="image")
-    if effect is not None:
-        target = f"`{model}`" if effect["analogue"] == model else f"its analogue ({effect['analogue']})"
-        sentence += " " + prose.agreement_sentence(effect["delta"], row["low"], row["high"], target)
-    lines.append("- " + sentence)
+    lines.append("- " + claims.model_sentence(evidence, model, row.to_dict(), "OTI - intra mAP",
+                                              note=temperature_text(model)))
 if pair is not None:
     lines.append("- " + prose.effect_sentence(f"OTI gain of `{pair[0]}` minus that of `{pair[1]}`", change) + " "
                  + prose.agreement_sentence(reported_gap.reported_delta, change["low"], change["high"],

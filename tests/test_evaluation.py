@@ -111,6 +111,13 @@ def test_curve_and_claims(lab):
     assert set(measured) == {c.key for c in claims.reported_claims()}
     assert measured["gap"]["what"] == "`clip T=1` vs `clip T=0.01`" and measured["slip"]["what"] == "`intra` vs `clip`"
     assert all(m is not None for m in measured.values())
+    assert lab.families["intra"] == "slip" and lab.temperatures == {
+        "clip": None, "clip T=0.01": 0.01, "clip T=1": 1.0, "soft": None, "intra": None}
+    effect = lab.contrast("image", "oti", "intra", "clip")
+    sentence = claims.model_sentence(lab, "clip", effect, "OTI - intra mAP")
+    assert sentence.startswith("`clip` (clip), OTI - intra mAP:") and "mean of the 5 CLIP-family models" in sentence
+    assert claims.model_sentence(lab, "soft", effect, "x").count("The paper reports") == 0  # no reported analogue
+    assert "Table 4" in claims.model_sentence(lab, "clip T=1", effect, "x", note="T=1")
 
 
 def test_second_call_is_a_cache_hit_and_units_resume(lab, lab_cache):
