@@ -745,14 +745,31 @@ def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | No
     state = safe_load(result_path) if result_path.exists() else None
     if isinstance(state, dict) and "values" in state:
         return Evidence.from_state(state)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder / ".lock"):  # another process computing the same evidence: wait for it, then read it
+        state = safe_load(result_path) if result_path.exists() else None
+        if isinstance(state, dict) and "values" in state:
+            return Evidence.from_state(state)
+        threads = torch.get_num_threads()
+        if spec["kind"] == "lab":
+            torch.set_num_threads(opened.config.num_threads)
+        try:
+            return _evaluate(spec, opened, folder, result_path, device, cache, progress)
+        finally:
+            torch.set_num_threads(threads)
 
-    threads = torch.get_num_threads()
-    if spec["kind"] == "lab":
-        torch.set_num_threads(opened.config.num_threads)
-    try:
-        return _evaluate(spec, opened, folder, result_path, device, cache, progress)
-    finally:
-        torch.set_num_threads(threads)
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An exclusive advisory lock on ``path`` for the block (parallel notebooks share one evidence computation)."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, cache: Path,

@@ -131,6 +131,20 @@ def test_second_call_is_a_cache_hit_and_units_resume(lab, lab_cache):
     pd.testing.assert_frame_equal(resumed.values, lab.values)
 
 
+def test_parallel_processes_compute_the_evidence_once(tmp_path):
+    """Two processes asking for the same evidence: one computes it, the other waits and reads it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from crossgap_lib.evaluation import evaluate; "
+            "e = evaluate('lab-smoke', cache_dir=sys.argv[1], progress=False); "
+            "print('cached' if e.from_cache else 'computed')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = sorted(p.communicate(timeout=600)[0].strip() for p in procs)
+    assert outputs == ["cached", "computed"]
+
+
 def test_unwritable_cache_fails_before_training(tmp_path, monkeypatch):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the cache folder must go")
