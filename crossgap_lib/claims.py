@@ -36,7 +36,6 @@ REPORTED = {
     "text": ("table2_text", "intra_text_to_text_mAP", "ovi_to_text_mAP"),
     "zero_shot": ("table2_zero_shot", "inter_zero_shot_top1", "oti_intra_top1"),
 }
-METHODS = {"image": ("oti", "intra"), "text": ("ovi", "intra"), "zero_shot": ("oti", "inter")}
 # crossgap_lib.datasets name -> column of the critique's table and of Table 4
 CRITIQUE_COLUMNS = {
     "roxford5k": "ROxford", "rparis6k": "RParis", "stanford_cars": "Cars", "oxford_pets": "Pets",

@@ -45,10 +45,6 @@ from .models import WEIGHTS_ENV
 EVIDENCE_VERSION = 2  # bump when a change alters what a source computes (invalidates stored evidence)
 KINDS = ("lab", "paper", "dryrun")
 PROMPT = "a photo of a {}."  # zero-shot prompt (CLIP's; per-dataset templates are issue #11's)
-IMAGE_METHODS = ("intra", "oti", "center", "shift", "prompt")  # plus one "pca_<name>" per text-span vocabulary
-TEXT_METHODS = ("intra", "ovi")
-ZERO_SHOT_METHODS = ("inter", "oti")
-REVISITED = ("roxford5k", "rparis6k")
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -284,12 +280,6 @@ class _PaperSource:
                                                                           "pretrained": row.pretrained}))
         return entries
 
-    def _subset(self, n: int, exclude_self: bool) -> torch.Tensor | None:
-        limit = self.spec.get("max_queries")
-        if limit is None or limit >= n:
-            return None
-        return torch.sort(torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit]).values
-
     def tasks(self, clip, entry: ModelEntry) -> dict:
         from .datasets import imagenet_classnames, load_dataset, retrieval_protocol, zero_shot_split
 
@@ -333,7 +323,7 @@ class _PaperSource:
                 "image_datasets": list(self.spec.get("image_datasets", [])),
                 "text_datasets": list(self.spec.get("text_datasets", [])),
                 "zero_shot_datasets": list(self.spec.get("zero_shot_datasets", [])),
-                "max_queries": self.spec.get("max_queries"), "data_root": str(self.data_root)}
+                "data_root": str(self.data_root)}
 
 
 @contextlib.contextmanager
@@ -830,8 +820,3 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
                         training=training, timings={**timings, "total": time.perf_counter() - started})
     atomic_save(evidence.to_state(), result_path)
     return evidence
-
-
-def fraction(metric: str) -> bool:
-    """Whether a metric is a fraction in [0, 1] (shown x100 as points)."""
-    return not (metric.startswith("gap") or metric in ("logit scale", "cos to target"))

@@ -47,7 +47,8 @@ def paper_labels() -> list[str]:
     return list(reported("settings")["model"])
 
 
-def _family(label: str) -> str:
+def family_of(label: str) -> str:
+    """The family of a paper model label: "slip", "siglip" or "clip"."""
     return "slip" if label.startswith("SLIP") else "siglip" if label.startswith("SigLIP") else "clip"
 
 
@@ -81,7 +82,7 @@ def model_settings(model: str | dict, inversion: dict | None = None) -> PaperMod
     arch = SLIP_ARCHS.get(base_label, row["open_clip_name"])
     return PaperModel(
         label=spec["label"], open_clip_name=spec.get("open_clip_name", arch),
-        pretrained=str(spec.get("pretrained", row["pretrained"])), family=spec.get("family", _family(base_label)),
+        pretrained=str(spec.get("pretrained", row["pretrained"])), family=spec.get("family", family_of(base_label)),
         oti=_override(oti, inversion, "oti"), ovi=_override(ovi, inversion, "ovi"),
         temperature=None if spec.get("temperature") is None else float(spec["temperature"]),
         weights_label=base_label)

@@ -43,7 +43,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from matplotlib.patches import Patch
 
-from crossgap_lib import claims, evaluation, prose
+from crossgap_lib import claims, evaluation, paper, prose
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -189,10 +189,6 @@ FAMILY_NAMES = {"clip": "contrastive (CLIP-like)", "slip": "contrastive + image-
 COLOURS = dict(zip(FAMILY_NAMES, sns.color_palette("deep", len(FAMILY_NAMES))))
 
 
-def reported_family(model: str) -> str:
-    return "slip" if model in claims.SLIP_LABELS else ("siglip" if model.startswith("SigLIP") else "clip")
-
-
 labels = list(gains.index)
 m = 100 * gains["mean"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [len(labels) + 1,
@@ -209,7 +205,7 @@ ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
 ax.set(ylabel="OTI - intra mAP (points)\nmean and 95% CI; dots: seeds or datasets",
        title=f"Measured (source {SOURCE_NAME})")
 ax = axes[1]
-rep_families = [reported_family(x) for x in reported_table["model"]]
+rep_families = [paper.family_of(x) for x in reported_table["model"]]
 ax.bar(range(len(reported_table)), reported_table["difference"], color=[COLOURS[f] for f in rep_families],
        alpha=0.85)
 ax.axhline(0, color="grey", lw=1)
