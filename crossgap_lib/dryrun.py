@@ -5,6 +5,7 @@ points ``$CROSSGAP_DATA`` and ``$CROSSGAP_WEIGHTS`` at folders written here:
 
 >>> write_miniature_datasets("/tmp/dry/data")          # every dataset of the registry, real on-disk layouts
 >>> write_random_checkpoints("/tmp/dry/weights")       # {"CLIP B/32": Path(".../ViT-B-32__openai.pt"), ...}
+>>> write_captioner_checkpoint("/tmp/dry/weights")     # .../coca_ViT-B-32__mscoco_finetuned_laion2b_s13b_b90k...
 
 Datasets: noise images with class structure (a per-class low-frequency pattern mixed with a per-image one, plus pixel
 noise; 40-64 px, varied aspect), realistic class names and file names, captions and documents built from per-class
@@ -46,7 +47,7 @@ from . import datasets as ds
 from .datasets.paper import SPLIT_JSON_SETS
 from .datasets.text import _class_table
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: COCO's train + restval images (for fine-tuning)
 MARKER = ".crossgap-dryrun.json"
 SIDECAR_SUFFIX = ".crossgap-dryrun.json"
 TOKENIZER_MARKER = "crossgap-dryrun.json"
@@ -416,11 +417,13 @@ def _caption_images(b: _Build, splits: Sequence[str], per_image: int) -> Iterato
 
 
 def _write_karpathy(b: _Build) -> None:
-    """Karpathy ``dataset_coco.json`` / ``dataset_flickr30k.json`` with 5 captions per image."""
+    """Karpathy ``dataset_coco.json`` / ``dataset_flickr30k.json`` with 5 captions per image; for COCO also the
+    images of its ``train`` + ``restval`` split in ``train2014/`` and ``val2014/`` (for crossgap_lib.finetune)."""
     is_coco = b.name == "coco"
     splits = ("train", "restval", "val", "test") if is_coco else ("train", "val", "test")
-    images, sentence_id = [], 0
-    for image_id, (split, _, captions) in enumerate(_caption_images(b, splits, 5)):
+    images, sentence_id, classes = [], 0, []
+    for image_id, (split, subject, captions) in enumerate(_caption_images(b, splits, 5)):
+        classes.append(subject)
         sentences = []
         for caption in captions:
             tokens = caption.lower().replace(".", "").split()
@@ -437,6 +440,11 @@ def _write_karpathy(b: _Build) -> None:
         images.append(entry)
     b.write(f"dataset_{'coco' if is_coco else 'flickr30k'}.json",
             json.dumps({"images": images, "dataset": "coco" if is_coco else "flickr30k"}))
+    if is_coco:  # drawn after the json, so its contents do not depend on the images
+        noise = b.noise()
+        for entry, subject in zip(images, classes):
+            if entry["split"] in ("train", "restval"):
+                noise.save(b.folder / entry["filepath"] / entry["filename"], subject)
 
 
 def _write_nocaps(b: _Build) -> None:
@@ -687,6 +695,10 @@ def _slip_checkpoint(arch: str, state_dict: dict[str, torch.Tensor]) -> dict[str
 def _save_checkpoint(plan: _CheckpointPlan, path: Path) -> None:
     """Write the random checkpoint of ``plan`` to ``path`` in its format."""
     state_dict = _random_state_dict(plan.arch)
+    if "text_decoder.text_projection" in state_dict:  # CoCa starts it at zero: equal logits, empty captions
+        width = state_dict["text_decoder.text_projection"].shape[0]
+        state_dict["text_decoder.text_projection"] = (torch.randn_like(state_dict["text_decoder.text_projection"],
+                                                                       dtype=torch.float32) * width**-0.5).half()
     if plan.kind == "open_clip":
         from safetensors.torch import save_file
 
@@ -816,6 +828,19 @@ def write_random_checkpoints(
     return written
 
 
+def write_captioner_checkpoint(root: str | os.PathLike, arch: str = "coca_ViT-B-32",
+                               tag: str = "mscoco_finetuned_laion2b_s13b_b90k", seed: int = 0) -> Path:
+    """A random-weight open_clip checkpoint of a captioning model (default: the smallest CoCa) saved as
+    ``root/<arch>__<tag>.safetensors``, where :func:`crossgap_lib.models.load_clip` finds tag ``tag`` under
+    ``$CROSSGAP_WEIGHTS=root`` (the dry run's stand-in for the paper profile's captioner)."""
+    from .models import resolve_model_name
+
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    arch = resolve_model_name(arch)
+    return _write_checkpoint(_CheckpointPlan(f"captioner {arch}", arch, tag, "open_clip"), root, seed)
+
+
 def write_checkpoint_file(root: str | os.PathLike, arch: str, file_name: str, seed: int = 0,
                           temperature: float | None = None) -> Path:
     """A random open_clip ``arch`` state dict saved as ``root/file_name`` (e.g. a stand-in for a fine-tuned
@@ -847,6 +872,7 @@ def write_checkpoint_file(root: str | os.PathLike, arch: str, file_name: str, se
 
 __all__ = [
     "DRYRUN_MODELS",
+    "write_captioner_checkpoint",
     "write_checkpoint_file",
     "miniature_settings",
     "supported_checkpoint_labels",

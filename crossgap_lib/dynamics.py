@@ -121,6 +121,14 @@ def _relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor, start: 
     return relevance, exclude
 
 
+def log_steps(steps: int, points: int = 40) -> list[int]:
+    """About ``points`` log-spaced steps in [0, steps], dense early (0, 1, 2, ...) and always ending at ``steps``."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    grid = torch.logspace(0, math.log10(steps), max(2, points), dtype=torch.float64).round().long().tolist()
+    return sorted({0, *grid, steps})
+
+
 def oti_curve(
     clip,
     query_features: torch.Tensor,
@@ -139,6 +147,7 @@ def oti_curve(
     chunk_size: int = 256,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    record_steps: list[int] | None = None,
 ) -> OTICurve:
     """OTI->image retrieval and OTI loss of image queries (Q, D) against an image gallery (N, D) across steps.
 
@@ -151,7 +160,9 @@ def oti_curve(
     floating-point rounding when batches differ). The history of a chunk is scored and dropped: memory grows with
     ``chunk_size`` times the number of recorded steps, not with Q. ``cache_dir``: chunks saved under
     ``<cache_dir>/oti_curve/<key>`` (key: model weights, features, labels and every parameter), resumed when
-    interrupted, loaded on a second call.
+    interrupted, loaded on a second call. ``record_steps`` (e.g. :func:`log_steps`) records exactly those steps
+    instead of every ``record_every``-th (the optimisation is recorded every step and thinned; it must end at
+    ``steps``).
     """
     from . import inversion
     from .cache import ChunkStore, cache_key, tensor_fingerprint
@@ -168,9 +179,15 @@ def oti_curve(
     for name, value in (("num_pseudo_tokens", num_pseudo_tokens), ("steps", steps), ("record_every", record_every),
                         ("batch_size", batch_size), ("chunk_size", chunk_size)):
         _positive_int(name, value)
-    if steps % record_every:
+    if record_steps is not None:
+        record_steps = sorted({int(x) for x in record_steps})
+        if record_steps[0] < 0 or record_steps[-1] != steps:
+            raise ValueError(f"record_steps must lie in [0, steps] and end at steps={steps}, got {record_steps}")
+        record_every = 1
+    elif steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every}) so that the last step "
                          "is recorded")
+    recorded = record_steps if record_steps is not None else list(range(0, steps + 1, record_every))
     try:
         device = next(clip.model.parameters()).device
     except StopIteration:
@@ -184,7 +201,8 @@ def oti_curve(
         result = inversion.oti(clip, query[start:stop], progress=False, index_offset=start, **oti_kwargs)
         relevance, exclude = _relevance(q_labels[start:stop].to(device), g_labels.to(device), start, exclude_self,
                                         device)
-        ap = torch.stack([_chunk_ap(h, gallery, relevance, exclude).float() for h in result.history], dim=1)
+        history = result.history if record_steps is None else result.history[record_steps]
+        ap = torch.stack([_chunk_ap(h, gallery, relevance, exclude).float() for h in history], dim=1)
         intra = _chunk_ap(query[start:stop], gallery, relevance, exclude).float()
         return {"ap": ap.cpu(), "intra_ap": intra.cpu(), "loss": result.losses.float().cpu(),
                 "features": result.features.float().cpu()}
@@ -197,11 +215,11 @@ def oti_curve(
                         weights=weights_fingerprint(clip.model), query=tensor_fingerprint(query),
                         gallery=tensor_fingerprint(gallery_cpu), query_labels=tensor_fingerprint(q_labels),
                         gallery_labels=tensor_fingerprint(g_labels), exclude_self=exclude_self, chunk_size=chunk_size,
-                        device_type=device.type, **oti_kwargs)
+                        device_type=device.type, record_steps=record_steps, **oti_kwargs)
         store = ChunkStore(Path(cache_dir) / "oti_curve", key, n_query, chunk_size,
                            meta={"model": clip.name, "n_query": n_query, "n_gallery": n_gallery, **oti_kwargs})
         rows = store.get_or_compute(compute, progress=progress, desc=f"OTI curve R={num_pseudo_tokens}")
-    return OTICurve(num_pseudo_tokens=num_pseudo_tokens, steps=list(range(0, steps + 1, record_every)), ap=rows["ap"],
+    return OTICurve(num_pseudo_tokens=num_pseudo_tokens, steps=recorded, ap=rows["ap"],
                     intra_ap=rows["intra_ap"], loss=rows["loss"].double().mean(0).float(), features=rows["features"])
 
 

@@ -11,10 +11,14 @@ returns an :class:`Evidence`, the single stored result every page reads (no page
   checkpoints, on miniature copies of every dataset in its real on-disk format (:mod:`crossgap_lib.dryrun`), on CPU.
 
 Per model (and seed), the protocol measures on every image dataset: intra-modal image->image retrieval, OTI->image,
-the post-hoc baselines (mean centering, shift along the gap, the critique's text-span projections) and the class
-prompt->image baseline; on every text dataset: text->text and OVI->text; on every zero-shot dataset: image vs class
-prompts (inter-modal) and OTI vs class prompts (intra-modal); the modality gap on paired image-text features; and,
-on one model and dataset, the OTI curve along the optimisation steps. Per-query values are kept for every
+the post-hoc baselines (mean centering, shift along the gap, the critique's text-span projections), the class
+prompt->image baseline, the captioning baseline ``caption`` (caption->image: a captioner's caption of each query,
+:mod:`crossgap_lib.captions`, or in the lab the query's own caption) and the Intra-OTI control ``oti both`` (OTI->OTI
+of the gallery, source option ``intra_oti``); on every text dataset (captions, and the purely textual IMDB,
+20 Newsgroups and NanoBEIR): text->text and OVI->text; on every zero-shot dataset: image vs class prompts
+(inter-modal) and OTI vs class prompts (intra-modal); the modality gap on paired image-text features; OTI and OVI
+seconds per query on the machine that computes (``device``); and, on one model and dataset, the OTI curve along the
+optimisation steps. Per-query values are kept for every
 comparison, so every difference on every page gets its interval from :mod:`crossgap_lib.stats`.
 
 Sources are plain dicts (the ``sources`` of ``profiles.yml``), so a notebook parameter names or holds one::
@@ -28,12 +32,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -41,10 +47,17 @@ from . import gap, metrics, pipeline
 from .cache import atomic_save, cache_key, check_writable, default_cache_root, safe_load
 from .inversion import InversionConfig
 from .models import WEIGHTS_ENV
+from .templates import clean_classname, format_prompts, zero_shot_prompt
 
-EVIDENCE_VERSION = 2  # bump when a change alters what a source computes (invalidates stored evidence)
+EVIDENCE_VERSION = 4  # bump when a change alters what a source computes (invalidates stored evidence)
 KINDS = ("lab", "paper", "dryrun")
-PROMPT = "a photo of a {}."  # zero-shot prompt (CLIP's; per-dataset templates are issue #11's)
+PROMPT = "a photo of a {}."  # generic class prompt (PCA span vocabulary, OTI-curve histograms); per-dataset: templates
+# Which revisited Oxford/Paris protocol is the per-query AP (and "mAP") that enters averages and contrasts; Easy, Medium
+# and Hard are all recorded. The authors' code (miccunifi/Cross-the-Gap src/retrieval.py,
+# compute_roxford_rparis_metrics) returns mAP_easy, mAP_medium and mAP_hard side by side and averages none of them;
+# which one their tables report is not in the code. Medium (easy + hard positives) is the revisited protocol's usual
+# headline (Radenovic et al. 2018, filipradenovic/revisitop), so it stands in until the paper says otherwise.
+REVISITED_HEADLINE = "medium"
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -74,17 +87,19 @@ class ImageTask:
     gallery_texts: list[str] | None = None  # a text per gallery image (lab: its caption); None: class prompts
     query_texts: list[str] | None = None  # a text per query image (lab: its caption), for the modality gap
     gnd: list[dict] | None = None  # revisited Oxford/Paris relevance
+    template: str | None = None  # class-prompt template (crossgap_lib.templates); None: the source's "prompt"
 
 
 @dataclass
 class TextTask:
-    """Text->text retrieval on one dataset (relevance: equal labels)."""
+    """Text->text retrieval on one dataset (relevance: equal labels, or a given query x gallery matrix)."""
 
     dataset: str
     query_texts: list[str]
     query_labels: torch.Tensor
     gallery_texts: list[str]
     gallery_labels: torch.Tensor
+    relevance: torch.Tensor | None = None  # bool (Q, N): e.g. NanoBEIR's qrels (its labels are all -1); None: labels
 
 
 @dataclass
@@ -94,6 +109,7 @@ class ZeroShotTask:
     dataset: str
     images: Any
     classnames: list[str]
+    template: str | None = None  # its zero-shot template (crossgap_lib.templates); None: the source's "prompt"
 
 
 def _lab_families(loss: str) -> str:
@@ -181,21 +197,44 @@ class _LabSource:
 
         c = self.config
         oti, ovi = c.inversion("oti"), c.inversion("ovi")
+        by_name = {setting["name"]: setting for setting in c.settings}
         entries = []
         for setting in c.settings:
-            for seed in c.seeds:
-                train_config = c.train_config(setting, seed)
+            base = by_name[setting["finetune"]["from"]] if "finetune" in setting else setting
+            for seed in c.seeds_of(setting):
+                train_config = c.train_config(base, seed)
 
-                def load(device: str, _tc=train_config):
+                def load(device: str, _tc=train_config, _setting=setting):
                     trained = train_clip(_tc, progress=c.progress)
-                    return trained.load(device=device), {
-                        "losses": trained.losses, "logit_scales": trained.logit_scales,
-                        "train_seconds": trained.train_seconds, "steps": trained.steps}
+                    info = {"losses": trained.losses, "logit_scales": trained.logit_scales,
+                            "train_seconds": trained.train_seconds, "steps": trained.steps}
+                    clip = trained.load(device=device)
+                    if "finetune" in _setting:
+                        clip, info = self._finetune(clip, _setting, _tc, device)
+                    return clip, info
 
-                entries.append(ModelEntry(setting["name"], _lab_families(train_config.loss), seed, oti, ovi, load,
-                                          temperature=setting.get("temperature"),
-                                          info={"loss": train_config.loss, "data": setting.get("data", {})}))
+                loss = setting.get("finetune", {}).get("loss", train_config.loss)
+                temperature = setting.get("finetune", {}).get("temperature", setting.get("temperature"))
+                entries.append(ModelEntry(setting["name"], _lab_families(loss), seed, oti, ovi, load,
+                                          temperature=temperature,
+                                          info={"loss": loss, "data": base.get("data", {}),
+                                                "tasks": c.tasks_of(setting),
+                                                "finetuned from": setting.get("finetune", {}).get("from", "")}))
         return entries
+
+    def _finetune(self, clip, setting: dict, train_config, device: str):
+        """Fine-tune a trained lab CLIP with :func:`crossgap_lib.finetune.finetune_clip` on its training images."""
+        from .finetune import FinetuneConfig, finetune_clip
+        from .train import training_dataset
+
+        options = {**self.config.finetune, **{k: v for k, v in setting["finetune"].items() if k != "from"}}
+        config = FinetuneConfig(**{"seed": train_config.seed, "progress": self.config.progress, **options})
+        dataset = training_dataset(train_config, image_size=clip.model.visual.image_size[0]
+                                   if isinstance(clip.model.visual.image_size, (tuple, list))
+                                   else clip.model.visual.image_size)
+        result = finetune_clip(clip, dataset, config, cache_dir=self.config.cache_root(), progress=self.config.progress)
+        return result.clip, {"losses": result.losses, "logit_scales": result.logit_scales,
+                             "train_seconds": result.train_seconds, "steps": result.steps}
 
     def _shapes(self, clip, setting_data: dict):
         from .datasets.shapes import make_shapes
@@ -203,11 +242,13 @@ class _LabSource:
         size = clip.model.visual.image_size
         c = self.config
         data = {"image_size": int(size[0] if isinstance(size, (tuple, list)) else size), **c.data,
-                **c.train.get("data", {}), **setting_data}
+                **c.train.get("data", {}), **setting_data, **c.eval_data}
         return (make_shapes("test", n=c.n_test, config=data, seed=c.data_seed),
-                make_shapes("train", n=c.n_gallery, config=data, seed=c.data_seed))
+                make_shapes("val", n=c.n_gallery, config=data, seed=c.data_seed))
 
     def tasks(self, clip, entry: ModelEntry) -> dict:
+        from .datasets.shapes import lab_vocabulary
+
         c = self.config
         test, gallery = self._shapes(clip, entry.info.get("data", {}))
         first = [caps[0] for caps in test.captions]
@@ -215,19 +256,21 @@ class _LabSource:
         image = ImageTask("shapes", test, gallery, False, list(test.class_names), gallery_texts=gallery_first,
                           query_texts=first)
         n_ovi = len(first) if c.ovi_queries is None else min(c.ovi_queries, len(first))
-        text = TextTask("shapes", first[:n_ovi], test.labels[:n_ovi], gallery_first, gallery.labels)
-        return {"image": [image], "text": [text], "zero_shot": [ZeroShotTask("shapes", test, list(test.class_names))],
+        wanted = entry.info.get("tasks", ["image", "text", "zero_shot"])
+        text = [TextTask("shapes", first[:n_ovi], test.labels[:n_ovi], gallery_first, gallery.labels)]
+        zero_shot = [ZeroShotTask("shapes", test, list(test.class_names))]
+        return {"image": [image] if "image" in wanted else [], "text": text if "text" in wanted else [],
+                "zero_shot": zero_shot if "zero_shot" in wanted else [],
                 "gap": image, "prompt": c.prompt_template,
-                "spans": {"pca_prompts": test.prompts(c.prompt_template), "pca_captions": gallery_first},
-                "pca_components": c.pca_components}
+                "vocabulary": lab_vocabulary(test.config), "span_ks": c.span_ks}
 
     def curve(self) -> dict | None:
         curve = self.config.oti_curve
         if curve is None:
             return None
-        return {"model": curve["setting"], "seed": curve["seed"], "dataset": "shapes",
-                "num_pseudo_tokens": list(curve["num_pseudo_tokens"]), "steps": curve["steps"],
-                "record_every": curve["record_every"], "queries": curve["queries"]}
+        return {"model": curve["setting"], "seeds": list(curve["seeds"]), "dataset": "shapes",
+                "num_pseudo_tokens": list(curve["num_pseudo_tokens"]), "focus": curve["focus"],
+                "steps": curve["steps"], "record": curve["record"], "queries": curve["queries"]}
 
     def describe(self) -> dict:
         c = self.config
@@ -245,16 +288,16 @@ class _PaperSource:
         self.cache_dir = cache_dir
         self.data_root = spec.get("data_root")
         self.weights_root = None
+        self.rows = [paper.model_settings(m, self.spec.get("inversion")) for m in spec.get("models", [])]
         if spec["kind"] == "dryrun":
             from . import dryrun
 
             root = Path(spec.get("root") or (cache_dir or default_cache_root()) / "dryrun")
             datasets = sorted({*spec.get("image_datasets", []), *spec.get("text_datasets", []),
-                               *spec.get("zero_shot_datasets", [])})
+                               *spec.get("zero_shot_datasets", []),
+                               *(r.finetune["dataset"] for r in self.rows if r.finetune)})  # fine-tuning data
             self.data_root = str(dryrun.write_miniature_datasets(root / "data", datasets=datasets, progress=progress,
                                                                  **spec.get("miniature", {})))
-        self.rows = [paper.model_settings(m, self.spec.get("inversion")) for m in spec.get("models", [])]
-        if spec["kind"] == "dryrun":
             self.weights_root = root / "weights"
             dryrun.write_random_checkpoints(self.weights_root, models=sorted({r.weights_label for r in self.rows}),
                                             progress=progress)
@@ -264,7 +307,11 @@ class _PaperSource:
                                                  temperature=row.temperature)
 
     def key_parts(self) -> dict:
-        return {"models": [asdict(r) for r in self.rows], "data_root": str(self.data_root)}
+        from .finetune import spec_key
+
+        models = [{k: (spec_key(v) if k == "finetune" else v) for k, v in asdict(r).items()
+                   if k != "finetune" or v is not None} for r in self.rows]  # fine-tuned rows: keyed by their config
+        return {"models": models, "data_root": str(self.data_root)}
 
     def models(self) -> list[ModelEntry]:
         from . import paper
@@ -273,15 +320,24 @@ class _PaperSource:
         for row in self.rows:
             def load(device: str, _row=row):
                 with _environment(WEIGHTS_ENV, self.weights_root):  # dryrun: the written checkpoints
-                    return paper.load_model(_row, device=device), {}
+                    clip = paper.load_model(_row, device=device)
+                if _row.finetune is None:
+                    return clip, {}
+                from .finetune import finetune_from_spec
 
+                tuned = finetune_from_spec(clip, _row.finetune, data_root=self.data_root,
+                                           cache_dir=self.cache_dir or default_cache_root(), progress=self.progress)
+                return tuned.clip, tuned.info()
+
+            info = {"open_clip_name": row.open_clip_name, "pretrained": row.pretrained}
+            if row.finetune:
+                info["finetune"] = f"{row.finetune['dataset']} {row.finetune['loss']}, {row.finetune['steps']} steps"
             entries.append(ModelEntry(row.label, row.family, row.seed, row.oti, row.ovi, load,
-                                      temperature=row.temperature, info={"open_clip_name": row.open_clip_name,
-                                                                          "pretrained": row.pretrained}))
+                                      temperature=row.temperature, info=info))
         return entries
 
     def tasks(self, clip, entry: ModelEntry) -> dict:
-        from .datasets import imagenet_classnames, load_dataset, retrieval_protocol, zero_shot_split
+        from .datasets import load_dataset, retrieval_protocol, zero_shot_split
 
         root = self.data_root
         images = []
@@ -290,27 +346,68 @@ class _PaperSource:
             queries = load_dataset(name, root=root, split=query_split)
             gallery = queries if gallery_split == query_split else load_dataset(name, root=root, split=gallery_split)
             images.append(ImageTask(name, queries, gallery, exclude_self, queries.classnames or None,
-                                    gnd=getattr(queries, "gnd", None)))
+                                    gnd=getattr(queries, "gnd", None), template=zero_shot_prompt(name)))
         texts = []
         for name in self.spec.get("text_datasets", []):
             query_split, gallery_split, _ = retrieval_protocol(name)
             queries = load_dataset(name, root=root, split=query_split)
             gallery = load_dataset(name, root=root, split=gallery_split)
-            limit = self.spec.get("ovi_queries")
+            limit = self.spec.get("ovi_queries")  # an int, or {dataset: int, "default": int} (the dry run's NanoBEIR)
+            if isinstance(limit, dict):
+                limit = limit.get(name, limit.get("default"))
             n = len(queries.texts) if limit is None else min(limit, len(queries.texts))
-            texts.append(TextTask(name, queries.texts[:n], queries.labels[:n], gallery.texts, gallery.labels))
+            relevance = queries.relevance(gallery)[:n] if hasattr(queries, "relevance") else None  # NanoBEIR qrels
+            texts.append(TextTask(name, queries.texts[:n], queries.labels[:n], gallery.texts, gallery.labels,
+                                  relevance=relevance))
         zero_shot = []
         for name in self.spec.get("zero_shot_datasets", []):
             samples = load_dataset(name, root=root, split=zero_shot_split(name))
             if not samples.classnames:
                 raise ValueError(f"dataset {name!r} has no class names, so it cannot be used for zero-shot; remove "
                                  "it from the source's zero_shot_datasets")
-            zero_shot.append(ZeroShotTask(name, samples, list(samples.classnames)))
-        n_vocabulary = int(self.spec.get("span_vocabulary", 1000))
-        vocabulary = [PROMPT.format(c) for c in imagenet_classnames()[:n_vocabulary]]
+            zero_shot.append(ZeroShotTask(name, samples, [clean_classname(c) for c in samples.classnames],
+                                          template=zero_shot_prompt(name)))
+        # the critique's span vocabulary: the 1000 ImageNet class names, bare (gap.critique_vocabulary)
+        vocabulary = gap.critique_vocabulary()[:int(self.spec.get("span_vocabulary", 1000))]
         gap_task = next((t for t in images if t.classnames), images[0] if images else None)
+        captions, figure_dataset = self._captions(images, clip.device)
         return {"image": images, "text": texts, "zero_shot": zero_shot, "gap": gap_task, "prompt": PROMPT,
-                "spans": {"pca_vocabulary": vocabulary}, "pca_components": self.spec.get("pca_components")}
+                "vocabulary": vocabulary, "span_ks": self.spec.get("span_ks"),
+                "captions": captions, "figure_dataset": figure_dataset, "intra_oti": _intra_oti(self.spec)}
+
+    def _captions(self, images: list[ImageTask], device: str) -> tuple[dict[str, list[str]], str | None]:
+        """The ``captioner``'s caption of every query image of the captioned datasets, and the Figure A2 dataset.
+
+        The captioner is loaded once per run (then freed); its captions are cached and shared by every model."""
+        from . import captions
+
+        if not self.spec.get("captioner"):
+            return {}, None
+        config = captions.CaptionerConfig.from_dict(self.spec["captioner"])
+        names = [t.dataset for t in images]
+        unknown = sorted({*(config.datasets or ()), *([config.figure_dataset] if config.figure_dataset else [])}
+                         - set(names))
+        if unknown:
+            raise ValueError(f"captioner: datasets {unknown} are not among the source's image_datasets {names}; "
+                             "name some of those (or leave 'datasets' out to caption all)")
+        wanted = [t for t in images if config.datasets is None or t.dataset in config.datasets]
+        memo = self.__dict__.setdefault("_caption_memo", {})  # dataset -> captions, for the next models
+        todo = [t for t in wanted if t.dataset not in memo]
+        if todo:
+            if self.spec["kind"] == "dryrun" and config.pretrained is not None:  # random weights stand in for it
+                from . import dryrun
+
+                dryrun.write_captioner_checkpoint(self.weights_root, config.model, config.pretrained)
+            with _environment(WEIGHTS_ENV, self.weights_root):
+                captioner = captions.load_captioner(config, device=device)
+            for task in todo:
+                memo[task.dataset] = captions.caption_images(captioner, task.queries, config, cache_dir=self.cache_dir,
+                                                             progress=self.progress)
+            del captioner
+            if str(device).startswith("cuda"):
+                torch.cuda.empty_cache()
+        figure = config.figure_dataset or (wanted[0].dataset if wanted else None)
+        return {t.dataset: memo[t.dataset] for t in wanted}, figure
 
     def curve(self) -> dict | None:
         curve = self.spec.get("curve")
@@ -355,8 +452,10 @@ class Evidence:
     ``values``: tidy frame, one row per model x seed x task x dataset x method x metric. ``per_query``:
     ``"model|seed|task|dataset"`` -> {method: (Q,) float64 tensor} (AP per query for retrieval, 1/0 per image for
     zero-shot), the same queries for every method of a key. ``models``: one row per model (label, family,
-    temperature, parameters). ``features``: the first seed's features of each model on the first image dataset (for
-    the figures). ``curve``: the OTI curve. ``training``: per model and seed, training curves (lab only).
+    temperature, parameters, device). ``features``: the first seed's features of each model on the first image dataset
+    (for the figures; ``captions``: the caption baseline's texts, ``figure``: the Figure A2-style record of the
+    captioned dataset, caption features and thumbnails included). ``curve``: the OTI curve. ``training``: per model
+    and seed, training curves (lab only). ``timings``: seconds per phase, and ``device``.
     """
 
     source: dict
@@ -466,6 +565,31 @@ class Evidence:
             effect = paired_effect(gain, gain_b, n_boot=n_boot)
         return {**effect, "datasets": datasets}
 
+    def shared_datasets(self, model: str, task: str, methods: list[str],
+                        datasets: list[str] | None = None) -> list[str]:
+        """The datasets (of ``datasets``, default all of the task's) on which a model has every one of ``methods``."""
+        return [d for d in (self.datasets(task) if datasets is None else datasets)
+                if all(self.has(model, task, d, method) for method in methods)]
+
+    def model_contrast(self, metric: str, model: str, model_b: str, n_boot: int = 2000) -> dict:
+        """A model-level value (one per seed: the modality gap, the logit scale) of ``model`` minus ``model_b``, seeds
+        paired in order, with the same interval rule as :meth:`contrast` (a bootstrap over seeds; with one seed each,
+        no interval)."""
+        from .stats import paired_effect
+
+        per_model = []
+        for name in (model, model_b):
+            if name not in self.labels:
+                raise KeyError(f"model {name!r} is not in the evidence; it has {self.labels}")
+            rows = self.values[(self.values["model"] == name) & (self.values["task"] == "model")
+                               & (self.values["metric"] == metric)].sort_values("seed")
+            if rows.empty:
+                raise KeyError(f"model {name!r} has no model-level value {metric!r}")
+            per_model.append([[torch.tensor([v], dtype=torch.float64)] for v in rows["value"]])
+        if len(per_model[0]) != len(per_model[1]):
+            raise ValueError(f"{model!r} and {model_b!r} have different numbers of seeds: cannot pair them")
+        return paired_effect(per_model[0], per_model[1], n_boot=n_boot)
+
     def contrast_table(self, task: str, a: str, b: str, by_dataset: bool = False, n_boot: int = 2000) -> pd.DataFrame:
         """One row per model (and dataset, with ``by_dataset``): :meth:`contrast` of ``a`` - ``b`` over the datasets
         where the model has both methods (models with none are left out)."""
@@ -510,18 +634,94 @@ def _ap(query: torch.Tensor, gallery: torch.Tensor, query_labels, gallery_labels
 
 
 def _revisited_ap(query: torch.Tensor, gallery: torch.Tensor, gnd: list[dict]) -> dict:
-    """Per-query AP under the Medium protocol (the headline), and mAP for Easy, Medium and Hard."""
+    """Per-query AP under the :data:`REVISITED_HEADLINE` protocol (also "mAP"), and mAP for Easy, Medium and Hard."""
     scores = query @ gallery.T
     summary = metrics.revisited_map(scores, gnd)
-    per_query = torch.tensor([metrics.revisited_map(scores[i:i + 1], gnd[i:i + 1])["medium"]
+    per_query = torch.tensor([metrics.revisited_map(scores[i:i + 1], gnd[i:i + 1])[REVISITED_HEADLINE]
                               for i in range(len(gnd))], dtype=torch.float64)
-    return {"mAP": summary["medium"], "mAP easy": summary["easy"], "mAP medium": summary["medium"],
+    return {"mAP": summary[REVISITED_HEADLINE], "mAP easy": summary["easy"], "mAP medium": summary["medium"],
             "mAP hard": summary["hard"], "per_query": {"AP": per_query}}
 
 
-def _span(features: torch.Tensor, n_components: int | None) -> gap.TextSpanProjector:
-    k = n_components if n_components is not None else max(1, min(features.shape[1] // 2, features.shape[0] - 1))
-    return gap.fit_text_span(features, n_components=min(k, features.shape[1]))
+# The Intra-OTI control inverts the gallery too. A source's ``intra_oti``: true (every dataset), false (none), a list
+# of image datasets, or a gallery size N (datasets whose gallery is their query set, which costs nothing extra, and
+# those with a gallery of at most N images). The paper profile's default, 5000, keeps CUB, SOP, ROxford5k and the
+# classification sets with small training splits (Caltech101, DTD, FGVC-Aircraft, Flowers102, Oxford Pets: about 22k
+# extra inversions per model, a tenth of its query inversions) and skips RParis6k, EuroSAT, Food101, ImageNet,
+# Stanford Cars, SUN397 and UCF101.
+INTRA_OTI_PAPER_GALLERY = 5000
+FIGURE_QUERIES, FIGURE_TOP, FIGURE_SIZE = 4, 4, 64  # Figure A2-style record: queries, top-k per method, thumbnail px
+
+
+def _intra_oti(spec: dict) -> bool | int | list[str]:
+    """A source's ``intra_oti`` option (default: true for lab and dryrun, 5000 for paper), checked."""
+    value = spec.get("intra_oti", INTRA_OTI_PAPER_GALLERY if spec.get("kind") == "paper" else True)
+    if isinstance(value, (list, tuple)):
+        unknown = sorted(set(value) - set(spec.get("image_datasets", value)))
+        if unknown:
+            raise ValueError(f"intra_oti names {unknown}, which are not among the source's image_datasets")
+        return list(value)
+    if not isinstance(value, bool) and not (isinstance(value, int) and value > 0):
+        raise ValueError(f"intra_oti must be true, false, a list of image datasets or a positive gallery size, got "
+                         f"{value!r}")
+    return value
+
+
+def _gallery_oti(clip, entry: ModelEntry, task: ImageTask, query_oti: torch.Tensor, gallery: torch.Tensor,
+                 limit: bool | int | list[str], cache: Path | None, progress: bool) -> torch.Tensor | None:
+    """OTI features (N, D) of the gallery for the Intra-OTI control, or None where ``limit`` skips the dataset."""
+    if limit is False or (isinstance(limit, list) and task.dataset not in limit):
+        return None
+    if task.gallery is task.queries:
+        return query_oti
+    if isinstance(limit, int) and limit is not True and gallery.shape[0] > limit:
+        return None
+    return pipeline.invert_dataset(clip, "oti", gallery, config=entry.oti, cache_dir=cache, progress=progress).features
+
+
+def _query_captions(clip, task: ImageTask, tasks: dict, cache: Path | None,
+                    progress: bool) -> tuple[list[str] | None, torch.Tensor | None]:
+    """A caption per query image and its text features (Q, D): the source's generated captions (paper, dryrun) or the
+    query's ground-truth caption (lab: a perfect captioner); (None, None) when there are none."""
+    captions = (tasks.get("captions") or {}).get(task.dataset, task.query_texts)
+    if captions is None:
+        return None, None
+    return list(captions), pipeline.encode_texts(clip, list(captions), cache_dir=cache, progress=progress)
+
+
+def _thumbnail(item: Any, size: int = FIGURE_SIZE) -> torch.Tensor:
+    """A dataset item's image as a centre-cropped uint8 (3, size, size) tensor."""
+    from PIL import Image, ImageOps
+
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3:
+        image = Image.fromarray(image.permute(1, 2, 0).squeeze(-1).numpy())
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"figure thumbnails need PIL images or uint8 (C, H, W) tensors, got {type(image).__name__}")
+    fitted = ImageOps.fit(image.convert("RGB"), (size, size))
+    return torch.from_numpy(np.asarray(fitted).copy()).permute(2, 0, 1).contiguous()
+
+
+def _figure_record(task: ImageTask, candidates: dict, captions: list[str] | None) -> dict:
+    """What a Figure A2-style page shows: the first queries, their captions and, per method, the top gallery items
+    (indices best first, thumbnails included, so the page needs no dataset); and the caption features (Q, D) of every
+    query of the dataset (kept here only: on the paper profile the figure's dataset is the small ROxford5k)."""
+    n = min(FIGURE_QUERIES, len(task.queries))
+    top = {}
+    for method in ("intra", "oti", "caption", "oti both"):
+        if method in candidates:
+            query, gallery = candidates[method]
+            scores = query[:n] @ gallery.T
+            if task.exclude_self:  # query i is gallery item i
+                scores[torch.arange(n), torch.arange(n)] = float("-inf")
+            top[method] = scores.topk(min(FIGURE_TOP, gallery.shape[0] - int(task.exclude_self)), dim=1).indices
+    shown = sorted({int(i) for indices in top.values() for i in indices.flatten()})
+    return {"dataset": task.dataset, "query_index": torch.arange(n), "captions": captions[:n] if captions else None,
+            "caption": candidates["caption"][0] if "caption" in candidates else None, "top": top,
+            "query_images": torch.stack([_thumbnail(task.queries[i]) for i in range(n)]),
+            "gallery_index": torch.tensor(shown, dtype=torch.long),
+            "gallery_images": torch.stack([_thumbnail(task.gallery[j]) for j in shown]),
+            "splits": {"query": getattr(task.queries, "split", None), "gallery": getattr(task.gallery, "split", None)}}
 
 
 def _image_task(clip, entry: ModelEntry, task: ImageTask, tasks: dict, cache: Path | None, progress: bool,
@@ -533,23 +733,27 @@ def _image_task(clip, entry: ModelEntry, task: ImageTask, tasks: dict, cache: Pa
     oti = pipeline.invert_dataset(clip, "oti", query, config=entry.oti, cache_dir=cache, progress=progress)
     prompts = None
     if task.classnames:
-        prompts = pipeline.encode_texts(clip, [tasks["prompt"].format(c) for c in task.classnames], cache_dir=cache,
-                                        progress=progress)
+        prompts = pipeline.encode_texts(clip, format_prompts(task.template or tasks["prompt"], task.classnames),
+                                        cache_dir=cache, progress=progress)
     if task.gallery_texts is not None:
         gallery_text = pipeline.encode_texts(clip, task.gallery_texts, cache_dir=cache, progress=progress)
     else:
         gallery_text = prompts[task.gallery.labels] if prompts is not None else span_features["texts"]
     candidates = {"intra": (query, gallery), "oti": (oti.features, gallery)}
-    mean = gallery.mean(0)
-    candidates["center"] = (gap.mean_center(query, mean), gap.mean_center(gallery, mean))
-    image_centroid, text_centroid = gap.centroid(gallery), gap.centroid(gallery_text)
-    candidates["shift"] = (gap.shift_along_gap(query, image_centroid, text_centroid),
-                           gap.shift_along_gap(gallery, image_centroid, text_centroid))
-    for name, texts in span_features["spans"].items():
-        projector = _span(texts if texts is not None else gallery_text, tasks["pca_components"])
-        candidates[name] = (projector.project(query), projector.project(gallery))
+    # the post-hoc baselines as their authors define them (crossgap_lib.gap.posthoc_methods): mean centering, the
+    # shift along the gap, the critique's text-span projection for every k of the sweep (fit on a generic
+    # vocabulary, never the label set) and IsoCLIP
+    candidates.update(gap.posthoc_methods(query, gallery, image_centroid_source=gallery, text_features=gallery_text,
+                                          vocabulary_features=span_features["vocabulary"], ks=tasks.get("span_ks"),
+                                          clip=clip))
     if prompts is not None and task.gnd is None:
         candidates["prompt"] = (prompts[task.queries.labels], gallery)
+    captions, caption = _query_captions(clip, task, tasks, cache, progress)
+    if caption is not None:  # the captioning baseline: caption text feature -> images (inter-modal)
+        candidates["caption"] = (caption, gallery)
+    gallery_oti = _gallery_oti(clip, entry, task, oti.features, gallery, tasks.get("intra_oti", True), cache, progress)
+    if gallery_oti is not None:  # the Intra-OTI control: OTI -> OTI of the gallery images (intra-modal, textual)
+        candidates["oti both"] = (oti.features, gallery_oti)
     values, per_query = {}, {}
     for method, (q, g) in candidates.items():
         if task.gnd is not None:
@@ -563,17 +767,26 @@ def _image_task(clip, entry: ModelEntry, task: ImageTask, tasks: dict, cache: Pa
                 "gallery_labels": task.gallery.labels, "gallery_text": gallery_text,
                 "text_kind": "caption" if task.gallery_texts is not None else "class prompt",
                 "prompt": prompts, "exclude_self": task.exclude_self, "oti_losses": oti.losses.mean(0),
-                "oti_cos": float((oti.features * query).sum(1).mean())}
+                "oti_cos": float((oti.features * query).sum(1).mean()), "captions": captions,
+                "caption_kind": None if captions is None else "generated" if task.dataset in (tasks.get("captions")
+                                                                                            or {}) else "ground truth"}
+    figure_dataset = tasks.get("figure_dataset") or next((t.dataset for t in tasks["image"]), None)
+    if task.dataset == figure_dataset:
+        features["figure"] = _figure_record(task, candidates, captions)
     return values, per_query, features
 
 
 def _text_task(clip, entry: ModelEntry, task: TextTask, cache: Path | None, progress: bool) -> tuple[dict, dict]:
+    """(values by method, per-query by method) of one text-retrieval dataset: text->text and OVI->text."""
     query = pipeline.encode_texts(clip, task.query_texts, cache_dir=cache, progress=progress)
     gallery = pipeline.encode_texts(clip, task.gallery_texts, cache_dir=cache, progress=progress)
     ovi = pipeline.invert_dataset(clip, "ovi", query, config=entry.ovi, cache_dir=cache, progress=progress)
     values, per_query = {}, {}
     for method, q in {"intra": query, "ovi": ovi.features}.items():
-        scores = _ap(q, gallery, task.query_labels, task.gallery_labels, False)
+        if task.relevance is not None:
+            scores = metrics.retrieval_scores_from_relevance(q @ gallery.T, task.relevance, per_query=True)
+        else:
+            scores = _ap(q, gallery, task.query_labels, task.gallery_labels, False)
         values[method] = {k: float(v) for k, v in scores.items() if k != "per_query" and not k.startswith("n_")}
         per_query[method] = scores["per_query"]["AP"].double()
     values["ovi"]["cos to target"] = float((ovi.features * query).sum(1).mean())
@@ -582,7 +795,7 @@ def _text_task(clip, entry: ModelEntry, task: TextTask, cache: Path | None, prog
 
 def _zero_shot_task(clip, entry: ModelEntry, task: ZeroShotTask, prompt: str, cache: Path | None,
                     progress: bool) -> tuple[dict, dict]:
-    classes = pipeline.encode_texts(clip, [prompt.format(c) for c in task.classnames], cache_dir=cache,
+    classes = pipeline.encode_texts(clip, format_prompts(task.template or prompt, task.classnames), cache_dir=cache,
                                     progress=progress)
     images = pipeline.encode_images(clip, task.images, cache_dir=cache, progress=progress)
     oti = pipeline.invert_dataset(clip, "oti", images, config=entry.oti, cache_dir=cache, progress=progress)
@@ -616,9 +829,11 @@ def _gap_values(clip, task: ImageTask | None, prompt: str, cache: Path | None, p
             "text->image R@1": metrics.retrieval_scores(texts, images, pair_labels, pair_labels)["R@1"]}
 
 
-def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Path | None, progress: bool) -> dict:
-    """Per-query OTI->image AP along the steps for each R; OTI features at the peak and last step of the focus R."""
-    from .dynamics import oti_curve
+def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Path | None, progress: bool,
+               focus_only: bool = False) -> dict:
+    """Per-query OTI->image AP along the steps for each R (only the focus R with ``focus_only``: the other seeds of
+    the peak claim); OTI features at the peak and last step of the focus R."""
+    from .dynamics import log_steps, oti_curve
 
     query = pipeline.encode_images(clip, task.queries, cache_dir=cache, progress=progress)
     gallery = query if task.gallery is task.queries else pipeline.encode_images(clip, task.gallery, cache_dir=cache,
@@ -634,10 +849,16 @@ def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Pat
         texts = pipeline.encode_texts(clip, [prompt.format(c) for c in task.classnames], cache_dir=cache,
                                       progress=progress)[query_labels]
     aps, losses, steps, finals = [], [], None, []
-    for r in curve["num_pseudo_tokens"]:
+    record = curve.get("record", curve.get("record_every"))
+    record_steps = log_steps(curve["steps"]) if record == "log" else None
+    focus = curve.get("focus") if curve.get("focus") is not None else \
+        curve["num_pseudo_tokens"][len(curve["num_pseudo_tokens"]) // 2]
+    values = [focus] if focus_only else list(curve["num_pseudo_tokens"])
+    for r in values:
         config = replace(entry.oti, num_pseudo_tokens=r)
         result = oti_curve(clip, query, gallery, query_labels, gallery_labels, num_pseudo_tokens=r,
-                           steps=curve["steps"], record_every=curve["record_every"], exclude_self=task.exclude_self,
+                           steps=curve["steps"], record_every=1 if record == "log" else record,
+                           record_steps=record_steps, exclude_self=task.exclude_self,
                            template=config.template, lr=config.lr, weight_decay=config.weight_decay,
                            batch_size=config.batch_size, seed=config.seed, cache_dir=cache, progress=progress)
         aps.append(result.ap.T.double())
@@ -646,22 +867,63 @@ def _oti_curve(clip, entry: ModelEntry, task: ImageTask, curve: dict, cache: Pat
         finals.append(result.features)
         intra = result.intra_ap.double()
     ap = torch.stack(aps)  # (R, T, Q)
-    focus_index = len(curve["num_pseudo_tokens"]) // 2 if curve.get("focus") is None else \
-        curve["num_pseudo_tokens"].index(curve["focus"])
-    focus = curve["num_pseudo_tokens"][focus_index]
+    focus_index = values.index(focus)
     mean_curve = torch.nanmean(ap[focus_index], dim=1)
     peak_index = int(torch.argmax(torch.nan_to_num(mean_curve, nan=-1.0)[1:])) + 1 if len(steps) > 1 else 0
     peak_step = steps[peak_index]
     at_peak = finals[focus_index]
-    if peak_step != steps[-1] and peak_step > 0:
+    if peak_step != steps[-1] and peak_step > 0 and not focus_only:
         at_peak = pipeline.invert_dataset(clip, "oti", query, config=replace(entry.oti, num_pseudo_tokens=focus,
                                                                             steps=peak_step),
                                           cache_dir=cache, progress=progress).features
-    return {"model": entry.label, "seed": entry.seed, "dataset": task.dataset, "num_pseudo_tokens":
-            list(curve["num_pseudo_tokens"]), "steps": list(steps), "AP": ap, "loss": torch.stack(losses),
+    return {"model": entry.label, "seed": entry.seed, "dataset": task.dataset, "num_pseudo_tokens": values,
+            "steps": list(steps), "AP": ap, "loss": torch.stack(losses),
             "intra": intra, "focus": focus, "peak_step": peak_step, "features_at_peak": at_peak,
             "features_last": finals[focus_index], "query": query, "query_labels": query_labels, "texts": texts,
             "gallery": gallery, "gallery_labels": gallery_labels, "exclude_self": task.exclude_self}
+
+
+def device_name(device: str) -> str:
+    """The machine that computes: the GPU's name, or the CPU model with torch's thread count."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def _seconds_per_query(clip, method: str, features: torch.Tensor, config: InversionConfig) -> float:
+    """Wall-clock seconds per query of one inversion, never read from the cache. On a GPU: one full batch
+    (``config.batch_size`` queries, or all there are) after a one-step warm-up, since a batch runs in parallel; on a
+    CPU, whose time grows with the batch, one query (keeps the dry run cheap)."""
+    cuda = str(clip.device).startswith("cuda")
+    n = min(features.shape[0], config.batch_size) if cuda else 1
+    if cuda:
+        pipeline.invert_dataset(clip, method, features[:1], config=config, steps=1, record_every=None, progress=False)
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    pipeline.invert_dataset(clip, method, features[:n], config=config, progress=False)
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / n
+
+
+def _latency(clip, entry: ModelEntry, tasks: dict, cache: Path | None, progress: bool) -> dict:
+    """OTI and OVI seconds per query on this machine (queries of the first image, else zero-shot, and text dataset).
+
+    A dedicated uncached run, so the number is always measured; it is stored in the model's evidence unit, so evidence
+    read back from the cache keeps the timing of the machine that computed it (``device`` in the unit)."""
+    out = {}
+    images = [t.queries for t in tasks["image"]] + [t.images for t in tasks["zero_shot"]]
+    if images:
+        queries = pipeline.encode_images(clip, images[0], cache_dir=cache, progress=progress)
+        out["OTI s/query"] = _seconds_per_query(clip, "oti", queries, entry.oti)
+    if tasks["text"]:
+        queries = pipeline.encode_texts(clip, tasks["text"][0].query_texts, cache_dir=cache, progress=progress)
+        out["OVI s/query"] = _seconds_per_query(clip, "ovi", queries, entry.ovi)
+    return out
 
 
 def _parameters(clip) -> dict:
@@ -677,10 +939,9 @@ def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, p
     t0 = time.perf_counter()
     clip, info = entry.load(device)
     t1 = time.perf_counter()
-    tasks = source.tasks(clip, entry)
-    spans = {}
-    for name, texts in tasks["spans"].items():
-        spans[name] = pipeline.encode_texts(clip, texts, cache_dir=cache, progress=progress) if texts else None
+    tasks = source.tasks(clip, entry)  # paper, dryrun: also the captioner's captions (once per run)
+    t_tasks = time.perf_counter() - t1
+    vocabulary = pipeline.encode_texts(clip, tasks["vocabulary"], cache_dir=cache, progress=progress)
     rows, per_query, features = [], {}, {}
 
     def add(task: str, dataset: str, values: dict) -> None:
@@ -689,11 +950,13 @@ def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, p
                 rows.append({"task": task, "dataset": dataset, "method": method, "metric": metric,
                              "value": float(value)})
 
+    figure = None
     for task in tasks["image"]:
-        span_inputs = {"spans": spans, "texts": next((v for v in spans.values() if v is not None), None)}
+        span_inputs = {"vocabulary": vocabulary, "texts": vocabulary}
         values, pq, feats = _image_task(clip, entry, task, tasks, cache, progress, span_inputs)
         add("image", task.dataset, values)
         per_query[f"image|{task.dataset}"] = pq
+        figure = feats.pop("figure", figure) if keep_features else None
         if keep_features and not features:
             features = {"dataset": task.dataset, **feats}
     for task in tasks["text"]:
@@ -706,9 +969,13 @@ def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, p
         per_query[f"zero_shot|{task.dataset}"] = pq
     model_values = _gap_values(clip, tasks["gap"], tasks["prompt"], cache, progress)
     model_values["logit scale"] = float(clip.model.logit_scale.detach().exp())
+    model_values.update(_latency(clip, entry, tasks, cache, progress))
     add("model", tasks["gap"].dataset if tasks["gap"] is not None else "-", {"model": model_values})
+    if figure is not None:
+        features["figure"] = figure
     return {"rows": rows, "per_query": per_query, "features": features, "training": info,
-            "parameters": _parameters(clip), "seconds": {"load": t1 - t0, "evaluate": time.perf_counter() - t1},
+            "parameters": _parameters(clip), "device": device_name(device),
+            "seconds": {"load": t1 - t0, "tasks": t_tasks, "evaluate": time.perf_counter() - t1 - t_tasks},
             "clip": clip, "tasks": tasks}
 
 
@@ -741,8 +1008,10 @@ def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | No
         if isinstance(state, dict) and "values" in state:
             return Evidence.from_state(state)
         threads = torch.get_num_threads()
-        if spec["kind"] == "lab":
-            torch.set_num_threads(opened.config.num_threads)
+        if spec["kind"] == "lab":  # as many threads as asked for and as there are idle cores (crossgap_lib.lab)
+            from .lab import free_cores
+
+            torch.set_num_threads(min(opened.config.num_threads, free_cores()))
         try:
             return _evaluate(spec, opened, folder, result_path, device, cache, progress)
         finally:
@@ -778,8 +1047,9 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
     for i, entry in enumerate(bar):
         unit_path = folder / "units" / f"{i:03d}.pt"
         unit = safe_load(unit_path) if unit_path.exists() else None
+        curve_seeds = [] if curve_spec is None else curve_spec.get("seeds", [curve_spec.get("seed", entry.seed)])
         wants_curve = curve_spec is not None and entry.label == curve_spec.get("model", entries[0].label) \
-            and entry.seed == curve_spec.get("seed", entry.seed)
+            and entry.seed in curve_seeds
         first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
         if unit is None or (wants_curve and "curve" not in unit):
             result = evaluate_model(entry, opened, device, cache, progress, keep_features=first_seed)
@@ -790,7 +1060,8 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
                 if task is None:
                     raise ValueError(f"the OTI curve's dataset {curve_spec.get('dataset')!r} is not among the source's "
                                      f"image datasets {[t.dataset for t in tasks['image']]}")
-                result["curve"] = _oti_curve(clip, entry, task, curve_spec, cache, progress)
+                result["curve"] = _oti_curve(clip, entry, task, curve_spec, cache, progress,
+                                             focus_only=entry.seed != curve_seeds[0])
                 result["seconds"]["curve"] = time.perf_counter() - t0
             unit = result
             atomic_save(unit, unit_path)
@@ -803,11 +1074,17 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
         if unit.get("training"):
             training.setdefault(entry.label, {})[entry.seed] = unit["training"]
         if "curve" in unit:
-            curve = unit["curve"]
+            if entry.seed == curve_seeds[0]:
+                curve = {**unit["curve"], **{k: v for k, v in curve.items()
+                                             if k in ("AP_seeds", "intra_seeds", "curve_seeds")}}
+            focus_ap = unit["curve"]["AP"][unit["curve"]["num_pseudo_tokens"].index(unit["curve"]["focus"])]
+            curve.setdefault("AP_seeds", []).append(focus_ap)
+            curve.setdefault("intra_seeds", []).append(unit["curve"]["intra"])
+            curve.setdefault("curve_seeds", []).append(entry.seed)
         model_rows.setdefault(entry.label, {"label": entry.label, "family": entry.family,
                                             "temperature": entry.temperature, **unit["parameters"],
                                             **{k: v for k, v in entry.info.items() if isinstance(v, (str, int, float))},
-                                            "seeds": 0})
+                                            "device": unit.get("device"), "seeds": 0})
         model_rows[entry.label]["seeds"] += 1
         for k, v in unit["seconds"].items():
             timings[k] = timings.get(k, 0.0) + v
@@ -815,8 +1092,13 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
         left = elapsed / (i + 1) * (len(entries) - i - 1)
         report_progress(f"evaluate {spec['name']}: model {i + 1}/{len(entries)} ({entry.label}, seed {entry.seed}) "
                         f"done, ~{left / 60:.1f} min left")
+    if curve.get("AP_seeds"):
+        curve["AP_seeds"] = torch.stack(curve["AP_seeds"])  # (S, T, Q): the focus R on every curve seed
+        curve["intra_seeds"] = torch.stack(curve["intra_seeds"])  # (S, Q)
+    devices = ", ".join(dict.fromkeys(str(r["device"]) for r in model_rows.values()))  # where the units were computed
     evidence = Evidence(source={**spec, "resolved": opened.describe()}, models=pd.DataFrame(list(model_rows.values())),
                         values=pd.DataFrame(rows), per_query=per_query, features=features, curve=curve,
-                        training=training, timings={**timings, "total": time.perf_counter() - started})
+                        training=training, timings={**timings, "total": time.perf_counter() - started,
+                                                    "device": devices})
     atomic_save(evidence.to_state(), result_path)
     return evidence

@@ -4,31 +4,48 @@ Measures: :func:`centroid_distance` (Liang et al. 2022), :func:`matched_cosine`,
 (the pairwise-cosine histograms of the paper's Figure 2c and Figure A1) and :func:`class_overlap` (how much
 same-class and different-class similarities overlap).
 
-Post-hoc baselines map features to features, so the retrieval code scores them beside OTI/OVI:
-:func:`mean_center`, :func:`shift_along_gap` and the text-span projection of Herzog & Wang (arXiv 2603.16100,
-:func:`fit_text_span`). All outputs are L2-normalised unless ``renormalize=False``.
+Post-hoc baselines map image features to image features, so the retrieval code scores them beside OTI/OVI, each as
+its authors define it: :func:`mean_center`, :func:`shift_along_gap` (Liang et al. 2022), the text-span projection of
+Herzog & Wang (arXiv 2603.16100, :func:`fit_text_span`, :func:`text_span_sweep`, fit on a generic vocabulary such as
+:func:`critique_vocabulary`) and IsoCLIP (Magistri et al., CVPR 2026, arXiv 2603.19862, :func:`isoclip_operator`).
+:func:`posthoc_methods` returns every baseline's (query, gallery) pair in one call. All outputs are L2-normalised
+unless ``renormalize=False``.
 """
 
 from __future__ import annotations
 
+import logging
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
 from .metrics import _as_features
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "ISOCLIP_IMAGE_K",
     "TextSpanProjector",
     "centroid",
     "centroid_distance",
     "class_overlap",
+    "critique_vocabulary",
+    "default_span_ks",
     "fit_text_span",
+    "isoclip_k",
+    "isoclip_operator",
+    "isoclip_projector",
     "matched_cosine",
     "mean_center",
+    "posthoc_methods",
+    "projection_matrices",
     "shift_along_gap",
     "similarity_distributions",
+    "text_span_sweep",
 ]
 
 
@@ -249,7 +266,9 @@ def _finish(features: torch.Tensor, renormalize: bool) -> torch.Tensor:
 def mean_center(features: torch.Tensor, mean: torch.Tensor | None = None, renormalize: bool = True) -> torch.Tensor:
     """Features (N, D) minus a mean (D,) (default: their own mean), L2-normalised again when ``renormalize``.
 
-    Apply per modality; pass the gallery's mean to center queries of the same modality consistently.
+    Apply per modality; pass the gallery's mean to center queries of the same modality consistently. Source: the
+    usual remedy for the narrow cone each modality occupies (Liang et al. 2022, "Mind the Gap", NeurIPS; the first
+    step of Mu & Viswanath 2018, "All-but-the-Top", ICLR); neither the paper nor the critique defines it.
     """
     features = _as_features("features", features)
     if mean is None:
@@ -267,7 +286,11 @@ def shift_along_gap(
     alpha: float = 1.0,
     renormalize: bool = True,
 ) -> torch.Tensor:
-    """Image features (N, D) moved by alpha * (text_centroid - image_centroid) (D,), then L2-normalised."""
+    """Image features (N, D) moved by alpha * (text_centroid - image_centroid) (D,), then L2-normalised.
+
+    Source: Liang et al. 2022 ("Mind the Gap", NeurIPS, Sec. 4.2) shift embeddings along the gap vector between the
+    two modality centroids and renormalise; alpha = 1 moves the image centroid onto the text centroid.
+    """
     image_features = _as_features("image_features", image_features)
     dim = image_features.shape[1]
     shift = []
@@ -304,16 +327,25 @@ class TextSpanProjector:
             features = features - self.mean.to(features.device, features.dtype)
         return _finish((features @ basis.T) @ basis, renormalize)
 
+    def truncate(self, n_components: int) -> TextSpanProjector:
+        """The projector onto the top ``n_components`` of these directions (no refit)."""
+        if not isinstance(n_components, int) or not 1 <= n_components <= self.n_components:
+            raise ValueError(f"n_components must be an int in [1, {self.n_components}], got {n_components!r}")
+        return TextSpanProjector(self.components[:n_components], self.explained_variance[:n_components], self.mean,
+                                 self.center)
+
 
 def fit_text_span(
     text_features: torch.Tensor, n_components: int | None = None, center: bool = False
 ) -> TextSpanProjector:
     """PCA of text features (M, D) -> projector onto their top ``n_components`` directions (default D // 2).
 
-    The text-span baseline of Herzog & Wang (arXiv 2603.16100): fit on the text features of a class-name vocabulary,
-    then project image features with ``.project`` before retrieval. As in their released code the directions are the
-    eigenvectors of the covariance of the text features (which is computed around the text mean), while the
-    features are projected without subtracting that mean (``center=False``); ``center=True`` subtracts it first.
+    The text-span baseline of Herzog & Wang (arXiv 2603.16100): fit on the text features of a generic vocabulary (the
+    1000 ImageNet class names, :func:`critique_vocabulary`), then project image features with ``.project`` before
+    retrieval. As in their released code (Vision-Kek/Is-CLIP-Really-Misaligned, cvpr26-suppl/span_projection.py,
+    ``fit_pca`` and ``transform_pca``) the directions are the eigenvectors of the covariance of the text features
+    (computed around the text mean), while the features are projected without subtracting that mean
+    (``center=False``); ``center=True`` subtracts it first. Their k is D // 2 (``reduce_factor=2``).
     """
     text_features = _as_features("text_features", text_features).double()
     n_texts, dim = text_features.shape
@@ -333,3 +365,258 @@ def fit_text_span(
         center=center,
     )
 
+
+# ------------------------------------------------------------------------ the critique's text span, swept over k
+def critique_vocabulary() -> list[str]:
+    """The 1000 ImageNet class names (label order) on which Herzog & Wang fit their text span.
+
+    Their code (Vision-Kek/Is-CLIP-Really-Misaligned, cvpr26-suppl/span_projection.py ``fwd_imagenet_texts``, and the
+    minimal example of cvpr26-suppl/README.md) encodes the bare names of pytorch/hub's ``imagenet_classes.txt``
+    ("tench", "goldfish", "great white shark", ...), without a prompt template. That list is the first lemma of each
+    ImageNet synset; we rebuild it from timm's bundled WordNet descriptions (the same 1000 names as
+    pytorch/hub imagenet_classes.txt, underscores read as spaces) rather than download or vendor it.
+    """
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    return [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+
+
+def default_span_ks(dim: int, n_texts: int) -> list[int]:
+    """Numbers of components to sweep: D/8, D/4, D/2 (the critique's k), 3D/4, those that n_texts texts support."""
+    if not isinstance(n_texts, int) or n_texts < 2:
+        raise ValueError(f"n_texts must be an int >= 2 (a covariance needs two texts), got {n_texts!r}")
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    limit = min(dim, n_texts - 1)
+    ks = sorted({k for k in (dim // 8, dim // 4, dim // 2, 3 * dim // 4) if 1 <= k <= limit})
+    return ks or [max(1, min(dim // 2, limit))]
+
+
+def _check_ks(ks, dim: int, n_texts: int) -> list[int]:
+    """Sorted distinct ks in [1, D]; k between the covariance rank (n_texts - 1) and D would pick arbitrary axes."""
+    ks = [ks] if isinstance(ks, numbers.Integral) else list(ks)
+    if not ks:
+        raise ValueError(f"ks is empty; pass at least one number of components, e.g. {default_span_ks(dim, n_texts)}")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= dim:
+            raise ValueError(f"ks: {k!r} is not an int in [1, {dim}]")
+        if n_texts - 1 < k < dim:
+            raise ValueError(f"ks: k={k} exceeds the rank {n_texts - 1} of the covariance of {n_texts} vocabulary "
+                             f"texts, so its extra directions would be arbitrary; use k <= {n_texts - 1} (or "
+                             f"k = {dim}, the identity) or a larger vocabulary")
+    return sorted({int(k) for k in ks})
+
+
+def text_span_sweep(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    text_features: torch.Tensor,
+    ks=None,
+    renormalize: bool = True,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """{k: (query (Nq, D), gallery (Ng, D)) projected onto the top-k principal directions of text_features (M, D)}.
+
+    One covariance fit serves every k (:func:`fit_text_span`, then :meth:`TextSpanProjector.truncate`); ``ks``
+    defaults to :func:`default_span_ks`. Herzog & Wang's method is k = D // 2 fit on :func:`critique_vocabulary`;
+    their retrieval code L2-normalises after projecting (cvpr26-suppl/retrieval/src/retrieval.py), as
+    ``renormalize`` does. Their span_projection.py fits on raw ``encode_text`` outputs; the pipeline's text features
+    are L2-normalised, as in their README's minimal example (which however takes an uncentred SVD).
+    """
+    query = _as_features("query", query)
+    gallery = _as_features("gallery", gallery)
+    text_features = _as_features("text_features", text_features)
+    _same_dim("query", query, "gallery", gallery)
+    _same_dim("query", query, "text_features", text_features)
+    dim, n_texts = text_features.shape[1], text_features.shape[0]
+    if n_texts < 2:
+        raise ValueError(f"text_features needs at least 2 rows to estimate a covariance, got {n_texts}")
+    ks = default_span_ks(dim, n_texts) if ks is None else _check_ks(ks, dim, n_texts)
+    projector = fit_text_span(text_features, n_components=max(ks))
+    out = {}
+    for k in ks:
+        span = projector.truncate(k)
+        out[k] = (span.project(query, renormalize), span.project(gallery, renormalize))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- IsoCLIP
+# IsoCLIP's (k_top, k_bottom) for image-to-image retrieval per (open_clip architecture, pretrained tag), from the
+# authors' scripts simomagi/IsoCLIP exp_img-img_retrieval/clip_{b32,b16,l14}_img_retrieval.sh (OpenAI CLIP) and
+# clip_{b32,b16}_open_img_retrieval.sh (OpenCLIP DataComp-XL). Other models: see isoclip_k.
+ISOCLIP_IMAGE_K: dict[tuple[str, str], tuple[int, int]] = {
+    ("ViT-B-32", "openai"): (150, 50),
+    ("ViT-B-16", "openai"): (200, 50),
+    ("ViT-L-14", "openai"): (250, 200),
+    ("ViT-B-32", "datacomp_xl_s13b_b90k"): (50, 50),
+    ("ViT-B-16", "datacomp_xl_s13b_b90k"): (100, 100),
+}
+_ISOCLIP_FALLBACK = (150 / 512, 50 / 512)  # CLIP B/32's setting as shares of the rank (our extrapolation)
+
+
+def _linear_matrix(layer: nn.Linear) -> torch.Tensor:
+    """(in [+1], out): weight transposed, the bias (if any) as an extra last row (meets a constant 1 input)."""
+    matrix = layer.weight.detach().T
+    if layer.bias is not None:
+        matrix = torch.cat([matrix, layer.bias.detach()[None]], dim=0)
+    return matrix
+
+
+def projection_matrices(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image projection P (W_v, D), text projection T (W_t, D)) of an open_clip model, float64 on CPU.
+
+    The final linear maps of the towers, features = pre-projection features @ matrix: image ``visual.proj``
+    (open_clip VisionTransformer) or ``visual.head.proj`` (timm trunk, e.g. SLIP); text ``text_projection`` (a
+    parameter or a linear layer). A bias becomes an extra last row, met by a constant 1 appended to the
+    pre-projection features (IsoCLIP's convention: simomagi/IsoCLIP src/encode_no_projection.py
+    ``get_projection_layers``). ``model`` is an open_clip model or a :class:`~crossgap_lib.models.LoadedClip`.
+    """
+    model = getattr(model, "model", model)
+    visual = getattr(model, "visual", None)
+    head = getattr(visual, "head", None)
+    if isinstance(getattr(visual, "proj", None), torch.Tensor):
+        image = visual.proj.detach()
+    elif isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear) \
+            and all(isinstance(m, (nn.Dropout, nn.Identity)) for m in list(head)[:-1]):
+        image = _linear_matrix(head[-1])
+    else:
+        raise ValueError(f"{type(model).__name__}: the image tower does not end in a linear projection (visual.proj "
+                         "or a timm head.proj), so IsoCLIP does not apply as written; SigLIP-style attention-pool "
+                         "MLPs are linearised by the IsoCLIP authors (src/encode_no_projection.py), not here")
+    text = getattr(model, "text_projection", None)
+    if text is None:
+        text = getattr(getattr(model, "text", None), "text_projection", None)
+    if isinstance(text, nn.Linear):
+        text = _linear_matrix(text)
+    elif isinstance(text, torch.Tensor):
+        text = text.detach()
+    else:
+        raise ValueError(f"{type(model).__name__}: the text tower has no linear text_projection "
+                         f"(got {type(text).__name__}), so IsoCLIP's inter-modal operator is undefined")
+    if image.shape[1] != text.shape[1]:
+        raise ValueError(f"image projection outputs {image.shape[1]} dims but text projection {text.shape[1]}")
+    return image.double().cpu(), text.double().cpu()
+
+
+def _isoclip_basis(image_projection: torch.Tensor, text_projection: torch.Tensor, k_top: int,
+                   k_bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P float64, U_k): the left singular vectors of Psi = P T^T that IsoCLIP keeps."""
+    image_projection = _as_features("image_projection", image_projection).double().cpu()
+    text_projection = _as_features("text_projection", text_projection).double().cpu()
+    _same_dim("image_projection", image_projection, "text_projection", text_projection)
+    psi = image_projection @ text_projection.T  # (W_v, W_t): the inter-modal operator
+    u, s, _ = torch.linalg.svd(psi, full_matrices=False)  # singular values in decreasing order
+    rank = s.numel()
+    for name, k in (("k_top", k_top), ("k_bottom", k_bottom)):
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {k!r}")
+    if k_top + k_bottom >= rank:
+        raise ValueError(f"k_top + k_bottom = {k_top + k_bottom} removes every one of the {rank} singular directions "
+                         f"of Psi; keep k_top + k_bottom < {rank}")
+    return image_projection, u[:, k_top:rank - k_bottom]
+
+
+def isoclip_projector(image_projection: torch.Tensor, text_projection: torch.Tensor, k_top: int,
+                      k_bottom: int) -> torch.Tensor:
+    """IsoCLIP's image projector U_k U_k^T P (W_v, D), for pre-projection image features (N, W_v).
+
+    P (W_v, D) and T (W_t, D) are the image and text projections (:func:`projection_matrices`); Psi = P T^T is the
+    inter-modal operator, with SVD U S V^T. IsoCLIP drops the ``k_top`` largest and ``k_bottom`` smallest singular
+    directions (anisotropic, modality-specific) and keeps the nearly isotropic middle of the spectrum where the
+    modalities are aligned (Magistri et al., CVPR 2026, arXiv 2603.19862; simomagi/IsoCLIP src/retrieval.py
+    ``apply_iso``, image side). Returned in float64.
+    """
+    image_projection, kept = _isoclip_basis(image_projection, text_projection, k_top, k_bottom)
+    return kept @ (kept.T @ image_projection)
+
+
+def isoclip_operator(image_projection: torch.Tensor, text_projection: torch.Tensor, k_top: int,
+                     k_bottom: int) -> torch.Tensor:
+    """M (D, D) such that z @ M is IsoCLIP's image feature for a post-projection image feature z (N, D).
+
+    With z = x P, IsoCLIP computes x U_k U_k^T P (:func:`isoclip_projector`). The kept singular directions lie in
+    the column space of P, so x U_k U_k^T P = z M with M = P^+ U_k U_k^T P (P^+ the pseudo-inverse) exactly: stored,
+    even L2-normalised, features need no re-encoding (cosine retrieval renormalises anyway). The identity is checked;
+    it can fail only for degenerate projections (kept null directions of Psi leaving the column space of P), which
+    raise a ValueError.
+    """
+    image_projection = _as_features("image_projection", image_projection).double().cpu()
+    projector = isoclip_projector(image_projection, text_projection, k_top, k_bottom)
+    operator = torch.linalg.pinv(image_projection) @ projector
+    residual = float((image_projection @ operator - projector).norm() / image_projection.norm())
+    if residual > 1e-6:
+        raise ValueError(f"IsoCLIP is not a function of the projected image features here (relative residual "
+                         f"{residual:.1e} with image projection {tuple(image_projection.shape)}: a degenerate Psi); "
+                         "apply isoclip_projector to pre-projection features instead")
+    return operator.float()
+
+
+def isoclip_k(clip, rank: int) -> tuple[int, int]:
+    """IsoCLIP's (k_top, k_bottom) for a model whose Psi has ``rank`` singular directions.
+
+    The authors' setting (:data:`ISOCLIP_IMAGE_K`, keyed by the ``name`` and ``pretrained`` of a
+    :class:`~crossgap_lib.models.LoadedClip`) where they published one; otherwise CLIP B/32's setting, 150 top and
+    50 bottom of 512, scaled to ``rank`` (our extrapolation: the authors tune k per model and publish no rule).
+    """
+    if not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    setting = ISOCLIP_IMAGE_K.get((getattr(clip, "name", None), getattr(clip, "pretrained", None)))
+    if setting is not None and sum(setting) < rank:
+        return setting
+    k_top, k_bottom = (round(rank * share) for share in _ISOCLIP_FALLBACK)
+    return (k_top, k_bottom) if k_top + k_bottom < rank else (0, 0)
+
+
+# ------------------------------------------------------------------------------------------- all baselines at once
+def posthoc_methods(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    *,
+    image_centroid_source: torch.Tensor,
+    text_features: torch.Tensor,
+    vocabulary_features: torch.Tensor,
+    ks=None,
+    clip=None,
+    isoclip_ks: tuple[int, int] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every post-hoc baseline's (query (Nq, D), gallery (Ng, D)) pair, L2-normalised, keyed by method name.
+
+    - ``center``: both minus the centroid of ``image_centroid_source`` (N, D) (:func:`mean_center`);
+    - ``shift``: both moved by the gap from that centroid to the centroid of ``text_features`` (M, D), texts
+      describing the gallery (:func:`shift_along_gap`, Liang et al. 2022);
+    - ``pca_k<k>``: Herzog & Wang's text-span projection fit on ``vocabulary_features`` (V, D), a generic vocabulary
+      (:func:`critique_vocabulary`; the lab's ``datasets.shapes.lab_vocabulary``), for each k of ``ks`` (default
+      :func:`default_span_ks`; the critique's own k is D // 2) (:func:`text_span_sweep`);
+    - ``isoclip`` (only with ``clip``, an open_clip model or LoadedClip whose features these are): IsoCLIP on the
+      projected features (:func:`isoclip_operator`) with ``isoclip_ks`` = (k_top, k_bottom), default
+      :func:`isoclip_k`. Models without linear projections (SigLIP) get no ``isoclip`` entry and a logged warning.
+    """
+    query = _as_features("query", query)
+    gallery = _as_features("gallery", gallery)
+    images = _as_features("image_centroid_source", image_centroid_source)
+    texts = _as_features("text_features", text_features)
+    for name, other in (("gallery", gallery), ("image_centroid_source", images), ("text_features", texts),
+                        ("vocabulary_features", _as_features("vocabulary_features", vocabulary_features))):
+        _same_dim("query", query, name, other)
+    image_centroid, text_centroid = centroid(images), centroid(texts)
+    out = {
+        "center": (mean_center(query, image_centroid), mean_center(gallery, image_centroid)),
+        "shift": (shift_along_gap(query, image_centroid, text_centroid),
+                  shift_along_gap(gallery, image_centroid, text_centroid)),
+    }
+    for k, pair in text_span_sweep(query, gallery, vocabulary_features, ks).items():
+        out[f"pca_k{k}"] = pair
+    if clip is not None:
+        try:
+            image_projection, text_projection = projection_matrices(clip)
+        except ValueError as err:
+            log.warning("posthoc_methods: no 'isoclip' entry: %s", err)
+        else:
+            rank = min(image_projection.shape[0], text_projection.shape[0])
+            k_top, k_bottom = isoclip_ks if isoclip_ks is not None else isoclip_k(clip, rank)
+            operator = isoclip_operator(image_projection, text_projection, k_top, k_bottom)
+            if operator.shape[0] != query.shape[1]:
+                raise ValueError(f"clip projects to {operator.shape[0]} dims but the features have {query.shape[1]}; "
+                                 "pass the model that produced them")
+            out["isoclip"] = tuple(F.normalize(f @ operator.to(f.device, f.dtype), dim=1) for f in (query, gallery))
+    return out

@@ -4,7 +4,8 @@ OTI optimises R pseudo-token embeddings placed in a text template ("a photo of {
 matches an image feature; OVI optimises R visual pseudo tokens, spread over the ViT patch grid by nearest
 interpolation, so that the image encoder's output matches a text feature (Mistretta et al., ICLR 2025, Sec. 3). Both
 minimise 1 - cos with AdamW; :class:`InversionConfig` holds every hyper-parameter (the paper's defaults: lr 2e-2,
-weight decay 0.01, 150 OTI steps, 1000 OVI steps, R = 1).
+weight decay 0.01, 150 OTI steps, 1000 OVI steps, R = 1, and on CUDA fp16 autocast with a gradient scaler, as the
+authors' ``src/oti.py`` / ``src/ovi.py`` do; CPU runs fp32).
 
 The placeholder word is ``"£"``, as in the paper's public code: in CLIP's BPE vocabulary it is a single token (id 1950,
 below the end-of-text id 49407, so open_clip's argmax pooling still finds the end of text). How the towers run with
@@ -25,10 +26,13 @@ from tqdm.auto import tqdm
 
 from .models import LoadedClip
 from .towers import (
+    DEFAULT_PRECISION,
     PLACEHOLDER,
+    PRECISIONS,
     _autocast_dtype,
     _check_dim,
     _check_positive_int,
+    _check_precision,
     _device,
     _encode_text,
     _frozen,
@@ -42,7 +46,7 @@ from .towers import (
     patch_embeddings,
 )
 
-__all__ = ["PLACEHOLDER", "InversionConfig", "InversionResult", "encode_image_with_pseudo_tokens",
+__all__ = ["PLACEHOLDER", "PRECISIONS", "InversionConfig", "InversionResult", "encode_image_with_pseudo_tokens",
            "encode_text_with_pseudo_tokens", "initial_pseudo_tokens", "oti", "ovi", "patch_embeddings"]
 
 INIT_STD = 0.02
@@ -51,6 +55,10 @@ INIT_STD = 0.02
 @dataclass(frozen=True)
 class InversionConfig:
     """Every hyper-parameter of one OTI or OVI run (``template`` is OTI's; OVI ignores it). Validated on creation.
+
+    ``precision``: autocast on CUDA, ``"fp16"`` with a gradient scaler (the authors' choice: miccunifi/Cross-the-Gap
+    ``src/oti.py`` and ``src/ovi.py`` wrap the forward pass in ``torch.cuda.amp.autocast()`` and step through
+    ``torch.cuda.amp.GradScaler()``), ``"bf16"`` (no scaler needed) or ``"fp32"``; on CPU every run is fp32.
 
     The one place these settings live: :func:`oti` / :func:`ovi`, :func:`crossgap_lib.pipeline.invert_dataset` (its
     cache key), the paper's per-model settings (:mod:`crossgap_lib.paper`), the laboratory and the OTI curve.
@@ -64,6 +72,7 @@ class InversionConfig:
     batch_size: int = 64
     seed: int = 0
     record_every: int | None = None
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         for name in ("num_pseudo_tokens", "steps", "batch_size"):
@@ -79,6 +88,7 @@ class InversionConfig:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         if not isinstance(self.template, str):
             raise ValueError(f"template must be a string with one '{{}}', got {self.template!r}")
+        _check_precision(self.precision)
 
     def updated(self, **overrides: Any) -> InversionConfig:
         """A copy with some fields replaced; an unknown name is a ValueError listing the fields."""
@@ -160,7 +170,7 @@ def _invert(
 ) -> InversionResult:
     """Optimise pseudo tokens (N, R, width) so that normalize(encode(tokens)) matches targets (N, D): 1 - cos, AdamW."""
     device = _device(model)
-    amp_dtype = _autocast_dtype(device)
+    amp_dtype = _autocast_dtype(device, cfg.precision)
     n = targets.shape[0]
     targets = F.normalize(targets.float(), dim=-1)
     init = initial_pseudo_tokens(n, cfg.num_pseudo_tokens, width, cfg.seed, index_offset)
@@ -177,21 +187,14 @@ def _invert(
         target = targets[start : start + batch_size].to(device)
         tokens = nn.Parameter(init[start : start + batch_size].to(device))
         optimizer = torch.optim.AdamW([tokens], lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
+        scaler = _grad_scaler(device, amp_dtype)
         losses, history = [], []
         for step in range(steps):
             features = features_of(tokens)
             if record_steps is not None and step % record_every == 0:
                 history.append(features.detach())
             loss = 1 - (features * target).sum(dim=-1)  # per sample; summed so each sample's update is its own
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.sum().backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss.sum()).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            _optimizer_step(loss.sum(), optimizer, scaler)
             losses.append(loss.detach())
             bar.update()
         with torch.no_grad():
@@ -210,6 +213,22 @@ def _invert(
     bar.close()
     return InversionResult.concat(parts)
 
+
+def _grad_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 autocast (small fp16 gradients underflow without one); None for bf16 and fp32."""
+    return torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+
+
+def _optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """One update from a scalar loss: plain backward + step, or scaled backward, unscaled step and scale update."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # unscales first; skips the step when a gradient is inf/NaN
+    scaler.update()
 
 
 def initial_pseudo_tokens(n: int, num_pseudo_tokens: int, width: int, seed: int = 0, index_offset: int = 0) -> Tensor:

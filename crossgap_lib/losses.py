@@ -58,10 +58,12 @@ def soft_targets(
     hard_weight: float = 0.0,
     row_offset: int = 0,
     n_rows: int | None = None,
+    teachers: str = "both",
 ) -> torch.Tensor:
     """Target matrix Q (n_rows, N) from teacher features (N, Di) and (N, Dt); rows ``row_offset:row_offset+n_rows``.
 
-    ``S = (cos(m_i(I_a), m_i(I_b)) + cos(m_t(T_a), m_t(T_b))) / 2`` and
+    ``S = (cos(m_i(I_a), m_i(I_b)) + cos(m_t(T_a), m_t(T_b))) / 2`` (``teachers="image"`` / ``"text"``: only that
+    teacher's cosine, the ablations of the book's soft-target chapter) and
     ``Q = (1 - hard_weight) * softmax(S / target_temperature, dim=1) + hard_weight * Id``. Teacher features are
     L2-normalised here (so S is a cosine and its diagonal is 1). Computed in (at least) float32 without gradient.
     """
@@ -69,6 +71,7 @@ def soft_targets(
     _check_temperature("target_temperature", target_temperature)
     if not 0.0 <= hard_weight <= 1.0:
         raise ValueError(f"hard_weight must be in [0, 1], got {hard_weight!r}")
+    _check_teachers(teachers)
     n_total = teacher_image_features.shape[0]
     n_rows = n_total - row_offset if n_rows is None else n_rows
     if row_offset < 0 or n_rows < 1 or row_offset + n_rows > n_total:
@@ -77,12 +80,22 @@ def soft_targets(
         image_t = F.normalize(_at_least_float32(teacher_image_features), dim=-1)
         text_t = F.normalize(_at_least_float32(teacher_text_features), dim=-1)
         rows = slice(row_offset, row_offset + n_rows)
-        similarity = (image_t[rows] @ image_t.T + text_t[rows] @ text_t.T) / 2  # (n_rows, N)
+        image_s, text_s = image_t[rows] @ image_t.T, text_t[rows] @ text_t.T  # (n_rows, N) each
+        similarity = {"both": (image_s + text_s) / 2, "image": image_s, "text": text_s}[teachers]
         targets = torch.softmax(similarity / target_temperature, dim=1) * (1.0 - hard_weight)
         if hard_weight > 0:
             local = torch.arange(n_rows, device=targets.device)
             targets[local, local + row_offset] += hard_weight
     return targets
+
+
+TEACHERS = ("both", "image", "text")
+
+
+def _check_teachers(teachers: str) -> str:
+    if teachers not in TEACHERS:
+        raise ValueError(f"teachers must be one of {TEACHERS}, got {teachers!r}")
+    return teachers
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -127,8 +140,10 @@ class SoftTargetClipLoss(ClipLoss):
         gather_with_grad: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        teachers: str = "both",
     ):
         super().__init__(local_loss=local_loss, gather_with_grad=gather_with_grad, rank=rank, world_size=world_size)
+        self.teachers = _check_teachers(teachers)
         self.target_temperature = _check_temperature("target_temperature", target_temperature)
         if not 0.0 <= hard_weight <= 1.0:
             raise ValueError(f"hard_weight must be in [0, 1], got {hard_weight!r}")
@@ -178,6 +193,7 @@ class SoftTargetClipLoss(ClipLoss):
             self.hard_weight,
             row_offset=self.rank * image_features.shape[0] if local_rows else 0,
             n_rows=logits_per_image.shape[0],
+            teachers=self.teachers,
         ).to(logits_per_image.device)
         total_loss = (soft_cross_entropy(logits_per_image, targets) + soft_cross_entropy(logits_per_text, targets)) / 2
         return {"contrastive_loss": total_loss} if output_dict else total_loss

@@ -7,6 +7,14 @@ fine-tuned checkpoint::
     model_settings({"label": "my ViT-B-16", "open_clip_name": "ViT-B-16", "pretrained": "laion2b_s34b_b88k"})
     model_settings({"label": "CLIP B/32 T=1", "base": "CLIP B/32", "temperature": 1.0,
                     "pretrained": "clip_b32_coco_T1.pt"})   # Table 4: a checkpoint file under $CROSSGAP_WEIGHTS
+    model_settings({"label": "CLIP B/32 T=1", "base": "CLIP B/32", "temperature": 1.0,
+                    "finetune": {"dataset": "coco", "steps": 4425}})  # Table 4: fine-tuned here (crossgap_lib.finetune)
+
+``finetune`` (a dict: ``dataset``, optional ``split`` and ``captions_per_image``, and any
+:class:`crossgap_lib.finetune.FinetuneConfig` field) means: load the row's weights (``pretrained``, by default the
+base's), fine-tune them with :func:`crossgap_lib.finetune.finetune_clip`, evaluate the result. The row's
+``temperature`` is the fine-tuning temperature; a ``soft`` or ``intra`` loss makes the row's family ``soft`` or
+``slip``.
 
 ``inversion`` overrides apply over every model's settings (``{"oti": {"steps": 10}, "ovi": {"steps": 2}}``): this is how
 a profile sizes the inversions without touching the paper's values.
@@ -24,7 +32,8 @@ from .inversion import InversionConfig
 from .models import WEIGHTS_ENV, LoadedClip, load_clip
 
 SLIP_ARCHS = {"SLIP B/16": "slip-vit-b-16", "SLIP L/16": "slip-vit-l-16"}
-_MODEL_KEYS = {"label", "base", "open_clip_name", "pretrained", "family", "temperature"}
+_MODEL_KEYS = {"label", "base", "open_clip_name", "pretrained", "family", "temperature", "finetune"}
+_LOSS_FAMILIES = {"soft": "soft", "intra": "slip"}  # a fine-tuning loss -> the claims the row speaks to
 
 
 @dataclass
@@ -40,6 +49,7 @@ class PaperModel:
     seed: int = 0
     temperature: float | None = None  # fixed fine-tuning temperature (Table 4 rows)
     weights_label: str = ""  # the paper label whose architecture (and, in the dry run, random checkpoint) it uses
+    finetune: dict | None = None  # crossgap_lib.finetune.normalise_spec of the row's ``finetune``: fine-tuned here
 
 
 def paper_labels() -> list[str]:
@@ -80,12 +90,18 @@ def model_settings(model: str | dict, inversion: dict | None = None) -> PaperMod
                           batch_size=int(row["batch_size"]), seed=int(row["seed"]))
     ovi = replace(oti, num_pseudo_tokens=int(row["ovi_R"]), steps=int(row["ovi_steps"]))
     arch = SLIP_ARCHS.get(base_label, row["open_clip_name"])
+    temperature = None if spec.get("temperature") is None else float(spec["temperature"])
+    finetune, family = None, family_of(base_label)
+    if spec.get("finetune") is not None:
+        from .finetune import normalise_spec
+
+        finetune = normalise_spec(spec["finetune"], temperature, spec["label"])
+        temperature, family = finetune["temperature"], _LOSS_FAMILIES.get(finetune["loss"], family)
     return PaperModel(
         label=spec["label"], open_clip_name=spec.get("open_clip_name", arch),
-        pretrained=str(spec.get("pretrained", row["pretrained"])), family=spec.get("family", family_of(base_label)),
-        oti=_override(oti, inversion, "oti"), ovi=_override(ovi, inversion, "ovi"),
-        temperature=None if spec.get("temperature") is None else float(spec["temperature"]),
-        weights_label=base_label)
+        pretrained=str(spec.get("pretrained", row["pretrained"])), family=spec.get("family", family),
+        oti=_override(oti, inversion, "oti"), ovi=_override(ovi, inversion, "ovi"), temperature=temperature,
+        weights_label=base_label, finetune=finetune)
 
 
 def resolve_pretrained(model: PaperModel) -> str:

@@ -148,12 +148,15 @@ def _device(clip: LoadedClip) -> torch.device:
         return torch.device(clip.device)
 
 
-def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, str]:
-    """Autocast context and its precision name: bf16 (or fp16) on CUDA, none (fp32) elsewhere."""
-    if device.type != "cuda":
+def _autocast(device: torch.device, precision: str = "fp16") -> tuple[contextlib.AbstractContextManager, str]:
+    """Autocast context and its precision name: ``precision`` on CUDA (fp16 by default: the authors extract OTI's
+    targets under ``torch.cuda.amp.autocast()``, miccunifi/Cross-the-Gap src/oti.py; or bf16, fp32), fp32 elsewhere."""
+    from .towers import _autocast_dtype
+
+    dtype = _autocast_dtype(device, precision)
+    if dtype is None:
         return contextlib.nullcontext(), "fp32"
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype), str(dtype).replace("torch.", "")
+    return torch.autocast("cuda", dtype=dtype), precision
 
 
 def _embed_dim(clip: LoadedClip) -> int:

@@ -6,12 +6,14 @@
 
 ``SOURCE`` is a source: a name under ``sources`` in ``profiles.yml``, a dict with a ``kind``, or (older notebooks) the
 kind itself. Only ``kind: paper`` needs anything: the laboratory (``lab``) and dry runs (``dryrun``) generate their
-data and models. For a paper source, every model of the source (``models``, ``curve.model``) and of the notebook
-parameters ``MODEL`` / ``*MODELS`` must have its weights (and a Hugging Face tokenizer where the model uses one) in
-``$CROSSGAP_WEIGHTS``, crossgap's weight cache or open_clip's caches (a checkpoint file: in ``$CROSSGAP_WEIGHTS``);
-every dataset of the source (``*datasets``, ``curve.dataset``) and of the parameters ``DATASET`` / ``*DATASETS`` must be
-found under ``DATA_ROOT`` (parameter or source ``data_root``) or ``$CROSSGAP_DATA``; a ``DEVICE`` of ``cuda`` needs a
-GPU visible to torch. Nothing is downloaded, loaded or written: each missing item is one message saying what is
+data and models. For a paper source, every model of the source (``models``, ``curve.model``, the ``captioner``) and of
+the notebook parameters ``MODEL`` / ``*MODELS`` must have its weights (and a Hugging Face tokenizer where the model
+uses one) in ``$CROSSGAP_WEIGHTS``, crossgap's weight cache or open_clip's caches (a checkpoint file: in
+``$CROSSGAP_WEIGHTS``); every dataset of the source (``*datasets``: image, text, including the purely textual IMDB,
+20 Newsgroups and NanoBEIR sets, and zero-shot; ``curve.dataset``) and of the parameters ``DATASET`` / ``*DATASETS``
+must be found under ``DATA_ROOT`` (parameter or source ``data_root``) or ``$CROSSGAP_DATA``, and so must the caption
+set, with its images, of every model row that says ``finetune`` (e.g. COCO's train split); a ``DEVICE`` of ``cuda``
+needs a GPU visible to torch. Nothing is downloaded, loaded or written: each missing item is one message saying what is
 missing and how to provide it.
 """
 
@@ -60,12 +62,29 @@ def needs_assets(parameters: dict[str, Any]) -> bool:
 
 
 def model_labels(parameters: dict[str, Any]) -> list[Any]:
-    """The models the parameters name: the source's ``models`` and ``curve.model``, then ``MODEL`` / ``*MODELS``."""
+    """The models the parameters name: the source's ``models``, ``curve.model`` and ``captioner`` (as a model dict),
+    then ``MODEL`` / ``*MODELS``."""
     source = resolve_source(parameters.get("SOURCE"))
     curve = source.get("curve") if isinstance(source.get("curve"), dict) else {}
     entries = [*_entries({"MODELS": source.get("models")}, "", "MODELS"), *_entries({"MODEL": curve.get("model")},
-               "MODEL", "MODELS"), *_entries(parameters, "MODEL", "MODELS")]
+               "MODEL", "MODELS"), *_captioner_entry(source), *_entries(parameters, "MODEL", "MODELS")]
     return list({repr(entry): entry for entry in entries}.values())
+
+
+def _captioner_entry(source: dict) -> list[dict]:
+    """The source's ``captioner`` (crossgap_lib.captions) as a model dict, so its weights are checked and prefetched
+    like a model's; nothing without a captioner or with random weights (a bad spec is reported by the evaluation)."""
+    if not source.get("captioner"):
+        return []
+    from .captions import CaptionerConfig
+
+    try:
+        config = CaptionerConfig.from_dict(source["captioner"])
+    except ValueError:
+        return []
+    if config.pretrained is None:
+        return []
+    return [{"label": f"captioner {config.model}", "open_clip_name": config.model, "pretrained": config.pretrained}]
 
 
 def dataset_names(parameters: dict[str, Any]) -> list[str]:
@@ -200,6 +219,27 @@ def _missing_datasets(names: list[str], root: Any) -> list[str]:
     return messages
 
 
+def _missing_finetune_data(entries: list[Any], root: Any) -> list[str]:
+    """One message per caption set (json or images) that a model row's ``finetune`` needs and this machine lacks."""
+    from .finetune import missing_caption_images
+    from .paper import model_settings
+
+    needs: dict[tuple[str, str], list[str]] = {}
+    for entry in entries:
+        try:
+            model = model_settings(entry)
+        except ValueError:
+            continue  # reported by _missing_models
+        if model.finetune:
+            needs.setdefault((model.finetune["dataset"], model.finetune["split"]), []).append(model.label)
+    messages = []
+    for (name, split), labels in needs.items():
+        problem = missing_caption_images(name, root)
+        if problem:
+            messages.append(f"fine-tuning data of {', '.join(labels)} ({name} {split} split with images): {problem}")
+    return messages
+
+
 def _missing_device(device: Any) -> list[str]:
     if not str(device or "").startswith("cuda"):
         return []
@@ -216,5 +256,6 @@ def missing_assets(parameters: dict[str, Any]) -> list[str]:
     if not needs_assets(parameters):
         return []
     root = parameters.get("DATA_ROOT") or resolve_source(parameters.get("SOURCE")).get("data_root") or None
-    return (_missing_device(parameters.get("DEVICE")) + _missing_models(model_labels(parameters))
-            + _missing_datasets(dataset_names(parameters), root))
+    models = model_labels(parameters)
+    return (_missing_device(parameters.get("DEVICE")) + _missing_models(models)
+            + _missing_datasets(dataset_names(parameters), root) + _missing_finetune_data(models, root))

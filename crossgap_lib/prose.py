@@ -82,44 +82,25 @@ def trend_sentence(what: str, fit: dict, scale: float = 100.0, unit: str = "poin
                    "none": ": the interval includes zero, so no trend is detectable."}[trend]
 
 
-def claims_table(claims: list, measured: dict, scale: float = 100.0) -> pd.DataFrame:
-    """One row per claim (:func:`crossgap_lib.claims.reported_claims`): the reported effect and its provenance beside
-    the measured effect (:func:`crossgap_lib.claims.measure_claims`), its interval and the sign verdict."""
-    from .claims import PROVENANCE
-
-    rows = []
-    for claim in claims:
-        m = measured.get(claim.key)
-        row = {"claim": claim.claim, "shown in": claim.source, "reported": claim.reported,
-               "provenance": PROVENANCE.get(claim.provenance, claim.provenance), "measured as": claim.measure}
-        if m is None:
-            row.update({"models": "", "measured effect [95% CI]": "not measured", "interval": "",
-                        "verdict": "not measured"})
-        else:
-            unsure = any(math.isnan(m[k]) for k in ("low", "high"))
-            row.update({"models": m["what"], "measured effect [95% CI]": ci_text(m["mean"], m["low"], m["high"], scale),
-                        "interval": m["interval"],
-                        "verdict": "n/a" if unsure else agreement(claim.reported_delta, m["low"], m["high"])})
-        row["key"] = claim.key
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("key")
-
-
 def _lower_first(text: str) -> str:
     return text if len(text) < 2 or text[1].isupper() else text[0].lower() + text[1:]
 
 
 def discussion(table: pd.DataFrame) -> list[str]:
-    """Sentences summarising a :func:`claims_table`: how many claims agree, disagree or stay inconclusive."""
+    """Sentences summarising a :func:`crossgap_lib.verdicts.decisions_table`: how many claims agree, disagree, stay
+    inconclusive or could not be tested."""
     counts = table["verdict"].value_counts()
-    agree, disagree, unclear = (int(counts.get(v, 0)) for v in ("agrees", "disagrees", "inconclusive"))
-    measured = agree + disagree + unclear
+    agree, disagree, unclear, untestable = (int(counts.get(v, 0)) for v in ("agrees", "disagrees", "inconclusive",
+                                                                             "not testable"))
+    measured = agree + disagree + unclear + untestable
     lines = [(f"Of the {len(table)} claims, {measured} were measured: "
-              f"{agree} {'agrees' if agree == 1 else 'agree'} in direction with the reported effect, "
-              f"{disagree} {'goes' if disagree == 1 else 'go'} the other way and {unclear} "
-              f"{'is' if unclear == 1 else 'are'} inconclusive (the 95% interval includes zero).")]
-    for value, text in (("agrees", "Agreeing in direction"), ("disagrees", "Opposite direction"),
-                        ("inconclusive", "Inconclusive"), ("not measured", "Not measured here")):
+              f"{agree} {'agrees' if agree == 1 else 'agree'} with the reported effect, "
+              f"{disagree} {'goes' if disagree == 1 else 'go'} the other way, {unclear} "
+              f"{'is' if unclear == 1 else 'are'} inconclusive (the corrected test is not significant) and "
+              f"{untestable} {'is' if untestable == 1 else 'are'} not testable (a manipulation check failed).")]
+    for value, text in (("agrees", "Agreeing"), ("disagrees", "Opposite direction or beyond the margin"),
+                        ("inconclusive", "Inconclusive"), ("not testable", "Not testable here"),
+                        ("not measured", "Not measured here")):
         rows = table[table["verdict"] == value]
         if len(rows):
             items = "; ".join(f"{_lower_first(r['claim'])} ({r['shown in']})" for _, r in rows.iterrows())

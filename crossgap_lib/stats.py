@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from scipy import stats as scipy_stats
 
-__all__ = ["fit_line", "mean_ci", "paired_bootstrap_ci", "paired_effect", "peak_test", "seed_ci", "welch_difference"]
+__all__ = ["bootstrap_p", "equivalence_p", "fit_line", "hierarchical_bootstrap", "holm", "mean_ci", "non_superiority_p",
+           "paired_bootstrap_ci", "paired_effect", "peak_test", "seed_ci", "welch_difference"]
 
 
 def _as_values(name: str, values: Any) -> torch.Tensor:
@@ -88,73 +89,149 @@ def paired_bootstrap_ci(
     return float(diff.mean()), low, high
 
 
+def _query_resample_means(diff: torch.Tensor, n_boot: int, generator: torch.Generator) -> torch.Tensor:
+    """Means of ``n_boot`` resamples (with replacement) of the non-NaN values of ``diff`` (Q,): (n_boot,)."""
+    diff = diff[~torch.isnan(diff)]
+    if diff.numel() == 0:
+        raise ValueError("a cell has no paired (non-NaN) query values; nothing to compare")
+    means = torch.empty(n_boot, dtype=torch.float64)
+    batch = max(1, 2**22 // diff.numel())  # resamples per batch: bounded memory
+    for start in range(0, n_boot, batch):
+        stop = min(start + batch, n_boot)
+        means[start:stop] = diff[torch.randint(0, diff.numel(), (stop - start, diff.numel()),
+                                               generator=generator)].mean(1)
+    return means
+
+
+def hierarchical_bootstrap(diffs: list[list[torch.Tensor]], n_boot: int = 2000, seed: int = 0) -> torch.Tensor:
+    """Bootstrap distribution (n_boot,) of the mean over seeds of each seed's dataset-averaged mean paired difference.
+
+    ``diffs[s][k]``: per-query differences (Q,) of seed s on dataset k (NaN: a skipped query). Each replicate resamples
+    the seeds with replacement (when there are at least two), then, for every drawn seed, the queries of each dataset
+    with replacement: both sources of variation, training seeds and test queries, enter the interval. With one seed
+    it is a bootstrap over the queries of a fixed model.
+    """
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    generator = torch.Generator().manual_seed(seed)
+    n_seeds = len(diffs)
+    # pool[s, j]: the j-th query resample of seed s, averaged over its datasets; a drawn seed takes a random pool entry
+    pool = torch.stack([torch.stack([_query_resample_means(torch.as_tensor(d, dtype=torch.float64), n_boot, generator)
+                                     for d in cells]).mean(0) for cells in diffs])
+    if n_seeds == 1:
+        return pool[0]
+    seeds = torch.randint(0, n_seeds, (n_boot, n_seeds), generator=generator)
+    entries = torch.randint(0, n_boot, (n_boot, n_seeds), generator=generator)
+    return pool[seeds, entries].mean(1)
+
+
+def bootstrap_p(boot: torch.Tensor, null: float = 0.0) -> float:
+    """Two-sided bootstrap p-value of ``mean == null``: twice the smaller tail share of the bootstrap distribution on
+    either side of ``null`` (with the +1 correction of Davison & Hinkley, so never 0)."""
+    n = boot.numel()
+    below, above = int((boot <= null).sum()), int((boot >= null).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (n + 1))
+
+
+def equivalence_p(boot: torch.Tensor, margin: float) -> float:
+    """Two one-sided tests (TOST) of ``-margin < mean < margin`` on a bootstrap distribution: the larger of the two
+    one-sided p-values (small when the effect is shown to lie inside the margin)."""
+    if not margin > 0:
+        raise ValueError(f"margin must be positive, got {margin!r}")
+    n = boot.numel()
+    return min(1.0, max((int((boot <= -margin).sum()) + 1) / (n + 1), (int((boot >= margin).sum()) + 1) / (n + 1)))
+
+
+def non_superiority_p(boot: torch.Tensor, margin: float) -> float:
+    """One-sided test of ``mean < margin`` on a bootstrap distribution (small when the effect is shown to stay below
+    the margin: no gain worth the name, or a loss)."""
+    return min(1.0, (int((boot >= margin).sum()) + 1) / (boot.numel() + 1))
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (keys kept); NaN entries are left out and stay NaN."""
+    finite = sorted(((p, k) for k, p in p_values.items() if not math.isnan(p)))
+    m, running, adjusted = len(finite), 0.0, {k: math.nan for k in p_values}
+    for i, (p, key) in enumerate(finite):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[key] = running
+    return adjusted
+
+
+INTERVAL = "hierarchical bootstrap: seeds, then queries within seed"
+
+
 def paired_effect(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]], n_boot: int = 2000,
                   confidence: float = 0.95) -> dict:
     """Mean of a - b on paired per-query values, with the book's one interval rule.
 
     ``a[s][k]`` / ``b[s][k]``: per-query values (Q,) of seed s on dataset k (NaN: a skipped query). The effect is the
-    mean over seeds of each seed's average over datasets of the mean paired difference. Interval: a t-interval over
-    seeds when there are at least two; else a t-interval over datasets when there are at least two; else a paired
-    bootstrap over the queries of the one dataset. ``interval`` says which, ``per_seed`` / ``per_dataset`` hold the
+    mean over seeds of each seed's average over datasets of the mean paired difference. Its interval and two-sided
+    p-value come from :func:`hierarchical_bootstrap` (seeds, then queries within seed), for every claim and every
+    source alike; ``boot`` keeps the distribution for equivalence tests. ``per_seed`` / ``per_dataset`` hold the
     parts. Returns fractions (or whatever unit the values have).
     """
     if len(a) != len(b) or not a or any(len(x) != len(y) or not x for x, y in zip(a, b)):
         raise ValueError("a and b must be non-empty lists (seeds) of equally long non-empty lists (datasets)")
-    per_cell = [[float(torch.nanmean(torch.as_tensor(x, dtype=torch.float64) - torch.as_tensor(y, dtype=torch.float64)))
-                 for x, y in zip(xs, ys)] for xs, ys in zip(a, b)]
+    _check_confidence(confidence)
+    diffs = [[torch.as_tensor(x, dtype=torch.float64) - torch.as_tensor(y, dtype=torch.float64)
+              for x, y in zip(xs, ys)] for xs, ys in zip(a, b)]
+    per_cell = [[float(torch.nanmean(d)) for d in cells] for cells in diffs]
     per_seed = [sum(cells) / len(cells) for cells in per_cell]
     n_seeds, n_datasets = len(a), len(a[0])
+    boot = hierarchical_bootstrap(diffs, n_boot=n_boot, seed=0)
+    alpha = (1 - confidence) / 2
+    low, high = torch.quantile(boot, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
     n_queries = int(sum(torch.as_tensor(x).numel() for x in a[0]))
-    if n_seeds >= 2:
-        mean, low, high = mean_ci(per_seed, confidence)
-        interval = f"t-interval over {n_seeds} seeds"
-    elif n_datasets >= 2:
-        mean, low, high = mean_ci(per_cell[0], confidence)
-        interval = f"t-interval over {n_datasets} datasets"
-    else:
-        mean, low, high = paired_bootstrap_ci(a[0][0], b[0][0], n_boot=n_boot, seed=0, confidence=confidence)
-        interval = f"bootstrap over {n_queries} queries"
-    return {"mean": mean, "low": low, "high": high, "interval": interval, "n_seeds": n_seeds,
+    where = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}" + (f", {n_datasets} datasets" if n_datasets > 1 else "")
+    return {"mean": sum(per_seed) / n_seeds, "low": low, "high": high, "p": bootstrap_p(boot), "boot": boot,
+            "interval": f"{INTERVAL} ({where}, {n_queries} queries per seed)", "n_seeds": n_seeds,
             "n_datasets": n_datasets, "n_queries": n_queries, "per_seed": per_seed,
             "per_dataset": [sum(c[k] for c in per_cell) / n_seeds for k in range(n_datasets)]}
 
 
-def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1, baseline: Any = None) -> dict:
-    """Does OTI retrieval peak before the last step and then decay? ``ap`` (T, Q): per-query AP along the steps.
-
-    Picking the peak on the queries that measure it would make "last - peak" negative by construction, so the peak
-    step is chosen on one half of the queries (even / odd positions) and the decay measured on the other (cross-fitted,
-    both ways). Only steps >= ``min_step`` can be the peak (step 0 holds the initial, not yet optimised tokens).
-    Returns ``mean`` (AP at the last step minus AP at the peak chosen on the other half) with a paired bootstrap
-    interval over queries (``low``, ``high``), and ``peak_step``, ``peak_mAP``, ``final_step``, ``final_mAP`` of the
-    curve on all queries. With ``baseline`` (Q,) per-query values (e.g. intra-modal AP), also ``peak_vs_baseline``:
-    AP at the cross-fitted peak minus the baseline, with its bootstrap interval (``mean``, ``low``, ``high``).
-    """
-    ap = torch.as_tensor(ap, dtype=torch.float64)
-    if ap.ndim != 2 or ap.shape[0] != len(steps) or ap.shape[1] < 2:
-        raise ValueError(f"ap must be (T={len(steps)}, Q>=2), got {tuple(ap.shape)}")
-    keep = [i for i, step in enumerate(steps) if step >= min_step]
-    if not keep:
-        raise ValueError(f"no recorded step is >= min_step={min_step}: {steps}")
-    ap, steps = ap[keep], [steps[i] for i in keep]
+def _cross_fitted(ap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query AP at the last step and at the peak step chosen on the other half of the queries: ((Q,), (Q,))."""
     halves = [torch.arange(0, ap.shape[1], 2), torch.arange(1, ap.shape[1], 2)]
     final, at_peak = torch.empty(ap.shape[1], dtype=torch.float64), torch.empty(ap.shape[1], dtype=torch.float64)
     for choose, measure in (halves, halves[::-1]):
         peak = int(torch.nan_to_num(torch.nanmean(ap[:, choose], dim=1), nan=-1.0).argmax())
         final[measure] = ap[-1, measure]
         at_peak[measure] = ap[peak, measure]
-    mean, low, high = paired_bootstrap_ci(final, at_peak, n_boot=n_boot, seed=0)
-    curve = torch.nanmean(ap, dim=1)
+    return final, at_peak
+
+
+def peak_test(ap: Any, steps: list[int], n_boot: int = 2000, min_step: int = 1, baseline: Any = None) -> dict:
+    """Does OTI retrieval peak before the last step and then decay? ``ap``: per-query AP along the steps, (T, Q) for
+    one model or (S, T, Q) for S seeds.
+
+    Picking the peak on the queries that measure it would make "last - peak" negative by construction, so the peak
+    step is chosen on one half of the queries (even / odd positions) and the decay measured on the other (cross-fitted,
+    both ways), per seed. Only steps >= ``min_step`` can be the peak (step 0 holds the initial, not yet optimised
+    tokens). Returns the :func:`paired_effect` of AP at the last step minus AP at the cross-fitted peak (the book's one
+    interval rule: seeds, then queries), and ``peak_step``, ``peak_mAP``, ``final_step``, ``final_mAP`` of the
+    seed-averaged curve. With ``baseline`` ((Q,) or (S, Q) per-query values, e.g. intra-modal AP), also
+    ``peak_vs_baseline``: AP at the cross-fitted peak minus the baseline, with the same interval rule.
+    """
+    ap = torch.as_tensor(ap, dtype=torch.float64)
+    ap = ap.unsqueeze(0) if ap.ndim == 2 else ap
+    if ap.ndim != 3 or ap.shape[1] != len(steps) or ap.shape[2] < 2:
+        raise ValueError(f"ap must be (T={len(steps)}, Q>=2) or (S, T, Q), got {tuple(ap.shape)}")
+    keep = [i for i, step in enumerate(steps) if step >= min_step]
+    if not keep:
+        raise ValueError(f"no recorded step is >= min_step={min_step}: {steps}")
+    ap, steps = ap[:, keep], [steps[i] for i in keep]
+    parts = [_cross_fitted(seed_ap) for seed_ap in ap]
+    effect = paired_effect([[final] for final, _ in parts], [[at_peak] for _, at_peak in parts], n_boot=n_boot)
+    curve = torch.nanmean(ap, dim=2).mean(0)
     peak = int(torch.nan_to_num(curve, nan=-1.0).argmax())
-    extra = {}
     if baseline is not None:
-        b_mean, b_low, b_high = paired_bootstrap_ci(at_peak, torch.as_tensor(baseline, dtype=torch.float64),
-                                                    n_boot=n_boot, seed=0)
-        extra["peak_vs_baseline"] = {"mean": b_mean, "low": b_low, "high": b_high,
-                                     "interval": f"bootstrap over {ap.shape[1]} queries"}
-    return {**extra, "mean": mean, "low": low, "high": high, "interval": f"bootstrap over {ap.shape[1]} queries",
-            "n_seeds": 1, "n_datasets": 1, "n_queries": int(ap.shape[1]), "peak_step": steps[peak],
-            "peak_mAP": float(curve[peak]), "final_step": steps[-1], "final_mAP": float(curve[-1])}
+        baseline = torch.as_tensor(baseline, dtype=torch.float64)
+        baseline = baseline.expand(ap.shape[0], -1) if baseline.ndim == 1 else baseline
+        effect["peak_vs_baseline"] = paired_effect([[at_peak] for _, at_peak in parts], [[b] for b in baseline],
+                                                   n_boot=n_boot)
+    return {**effect, "peak_step": steps[peak], "peak_mAP": float(curve[peak]), "final_step": steps[-1],
+            "final_mAP": float(curve[-1])}
 
 
 def welch_difference(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:

@@ -24,8 +24,18 @@ from torch import Tensor, nn
 
 from .models import LoadedClip
 
+# Autocast precisions on CUDA (CPU always runs fp32). The authors run OTI/OVI under fp16 autocast with a gradient
+# scaler (miccunifi/Cross-the-Gap src/oti.py and src/ovi.py: torch.cuda.amp.autocast() + torch.cuda.amp.GradScaler()).
+PRECISIONS = ("fp16", "bf16", "fp32")
+DEFAULT_PRECISION = "fp16"
+
+# The placeholder word is chosen per tokenizer, at run time: "£" (the authors' word; id 1950 in CLIP's BPE, below the
+# end-of-text id) when it is one known token, else the first fallback that is. SigLIP's tokenizer (open_clip HFTokenizer
+# "timm/ViT-B-16-SigLIP", clean="canonicalize") deletes ASCII punctuation before its SentencePiece model sees the text,
+# so "*" ... "@" can never be its placeholder; on the dry run's stand-in vocabulary "£", "§", "¤" are unknown and "z" is
+# chosen. Whether the real c4_en SentencePiece model keeps "£" as one piece was not checked here (its spiece.model is
+# not vendored in any public repository we could find); tests/test_inversion.py checks it wherever it is cached.
 PLACEHOLDER = "£"
-# tried in order when "£" is not one token (e.g. a SentencePiece vocabulary)
 PLACEHOLDER_FALLBACKS = ("§", "¤", "*", "#", "~", "|", "^", "@", "x", "z", "q")
 
 
@@ -120,11 +130,13 @@ def _check_template(template: str) -> None:
 
 
 def _single_token(tokenizer: Callable[..., Tensor], word: str) -> int | None:
-    """The id of ``word`` when the tokenizer maps it (alone and repeated) to exactly one token, else None."""
+    """The id of ``word`` when the tokenizer maps it (alone and repeated) to exactly one known token, else None (an
+    unknown-token id would also match any other unknown character of the template)."""
     special = set(tokenizer([""])[0].tolist())
     ids = [t for t in tokenizer([word])[0].tolist() if t not in special]
     repeated = [t for t in tokenizer([f"{word} {word}"])[0].tolist() if t not in special]
-    return ids[0] if len(ids) == 1 and repeated == ids * 2 else None
+    unknown = getattr(getattr(tokenizer, "tokenizer", None), "unk_token_id", None)  # open_clip HFTokenizer
+    return ids[0] if len(ids) == 1 and repeated == ids * 2 and ids[0] != unknown else None
 
 
 def _placeholder(tokenizer: Callable[..., Tensor]) -> tuple[str, int]:
@@ -316,11 +328,21 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
+def _autocast_dtype(device: torch.device | str, precision: str = DEFAULT_PRECISION) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: None (fp32) off CUDA and for "fp32"; fp16 or bf16 on CUDA."""
+    _check_precision(precision)
+    if torch.device(device).type != "cuda" or precision == "fp32":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' needs a GPU with bfloat16 support (torch.cuda.is_bf16_supported() is False "
+                         "here); use precision='fp16' (the authors' choice) or 'fp32'")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} (autocast on CUDA; CPU always runs fp32), "
+                         f"got {precision!r}")
 
 
 def _check_dim(

@@ -32,7 +32,7 @@ from crossgap_lib.cache import (
     safe_load,
 )
 
-TRAIN_CODE_VERSION = 1  # bump when a change alters what a config trains to (invalidates cached runs)
+TRAIN_CODE_VERSION = 2  # bump when a change alters what a config trains to (invalidates cached runs)
 LOSSES = ("clip", "soft", "intra")
 _NOT_IN_KEY = ("progress", "out_dir", "num_threads", "checkpoint_every")
 
@@ -62,6 +62,7 @@ class TrainConfig:
     temperature: float | None = None  # None: learnable (init 0.07, logit scale clamped at 100); else fixed
     soft_target_temperature: float = 0.05
     soft_hard_weight: float = 0.0
+    soft_teachers: str = "both"  # both | image | text: whose similarities make the soft targets
     text_teacher: str | None = None  # None: all-MiniLM-L6-v2 (bundled); else a local sentence-transformers folder
     image_teacher: str | None = None  # None: EfficientNet-Lite0 (bundled); else a timm model name
     intra_weight: float = 1.0
@@ -105,6 +106,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be None or a str, got {value!r}")
         if isinstance(self.out_dir, os.PathLike):
             self.out_dir = os.fspath(self.out_dir)  # a literal, so the config stays JSON-like
+        from crossgap_lib.losses import _check_teachers
+
+        _check_teachers(self.soft_teachers)
         for name in ("compact_vocabulary", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -137,11 +141,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict of literals; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
+        return from_literals(cls, values)
+
+
+def from_literals(cls, values: dict):
+    """A config dataclass from a dict of literals, naming unknown keys (TrainConfig, FinetuneConfig)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; expected some of {sorted(known)}")
+    return cls(**values)
 
 
 @dataclass
@@ -228,14 +237,18 @@ class _Trainee(nn.Module):
         super().__init__()
         self.clip, self.head = clip, head
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, views: torch.Tensor | None = None) -> dict:
+    def forward(self, images: torch.Tensor | None, tokens: torch.Tensor, views: torch.Tensor | None = None) -> dict:
+        """``images=None`` with ``views`` (2B, ...): the CLIP image of each pair is its first view (one image forward
+        fewer per step than a separate clean image)."""
+        view_features = self.clip.encode_image(views, normalize=True) if views is not None else None
+        image_features = view_features[: views.shape[0] // 2] if images is None else \
+            self.clip.encode_image(images, normalize=True)
         out = {
-            "image_features": self.clip.encode_image(images, normalize=True),
+            "image_features": image_features,
             "text_features": self.clip.encode_text(tokens, normalize=True),
             "logit_scale": self.clip.logit_scale.exp(),
         }
-        if views is not None:
-            view_features = self.clip.encode_image(views, normalize=True)
+        if view_features is not None:
             out["view_projections"] = self.head(view_features)
         return out
 
@@ -401,7 +414,8 @@ def _build_loss(config: TrainConfig, rank: int, world_size: int) -> nn.Module:
         from crossgap_lib.losses import SoftTargetClipLoss
 
         return SoftTargetClipLoss(
-            target_temperature=config.soft_target_temperature, hard_weight=config.soft_hard_weight, **dist_kwargs
+            target_temperature=config.soft_target_temperature, hard_weight=config.soft_hard_weight,
+            teachers=getattr(config, "soft_teachers", "both"), **dist_kwargs
         )
     if config.loss == "intra":
         from crossgap_lib.losses import IntraModalClipLoss
@@ -449,7 +463,7 @@ def train_clip(
     if config.model not in open_clip.list_models():
         raise ValueError(f"model {config.model!r} is not a registered open_clip config; see open_clip.list_models()")
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.num_threads)
+    torch.set_num_threads(min(config.num_threads, previous_threads))  # never more than the caller allows
     try:
         torch.manual_seed(config.seed)
         with quiet_random_init():
@@ -527,7 +541,8 @@ def train_clip(
 
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, config)
-            images = to_model_input(data.images[index], data.mean, data.std)
+            # the intra loss's CLIP image is the first augmented view (SLIP gives CLIP its own augmented crop)
+            images = None if views is not None else to_model_input(data.images[index], data.mean, data.std)
             out = model(images, data.caption_tokens[caption_index], views)
             if config.loss == "clip":
                 loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])

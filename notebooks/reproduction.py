@@ -16,20 +16,23 @@
 # This page collects the claims the book tests: the paper's six (inversion helps intra-modal image and text
 # retrieval, hurts zero-shot classification, barely helps a model trained with an intra-modal term, stops helping
 # when the modality gap is closed, and peaks early in the optimisation) and the critique's one (a text-span
-# projection beats OTI). For each it lists the reported effect with its provenance, the effect this build measured
-# with its 95% confidence interval, and a verdict computed from the two.
+# projection beats OTI). For each it shows, in this order: the reported effect with its provenance, the
+# *manipulation checks* (did the experiment create the condition the claim is about, and can its task go either
+# way?), the measured effect with its interval, and the verdict of a test fixed before the data.
 #
-# **The test, fixed before the data:** a claim *agrees* when the measured interval excludes zero on the side of the
-# reported effect, *disagrees* when it excludes zero on the other side, and is *inconclusive* when it includes zero.
-# A claim whose models are missing from the evidence (no SLIP-like model, no pair of fixed-temperature models, no OTI
-# curve) is *not measured*. A verdict compares *directions* only: where the models are analogues rather than the
-# paper's own (the laboratory's tiny CLIPs), the sizes of the effects are not comparable; each chapter has the
-# details.
+# **The test, fixed before the data** (`crossgap_lib.verdicts`, printed below from the code that applies it):
+# every interval and p-value comes from one rule, a hierarchical bootstrap over training seeds and then queries
+# within seed; p-values are Holm-corrected across the claims of this page; a directional claim *agrees* when the
+# corrected test is significant with the reported sign and *disagrees* when it is significant the other way; the two
+# claims of *no effect* are tested against an equivalence margin (how the margin is set is printed below), so that
+# they can be supported, not only fail to be refuted. A claim whose manipulation check fails is *not testable* here;
+# a claim whose models are missing from the evidence is *not measured*. Verdicts compare directions: where the
+# models are analogues (the laboratory's tiny CLIPs), effect sizes are not comparable with the paper's.
 
 # %% tags=["parameters"]
 SOURCE = "lab-embedded"
 DEVICE = "cpu"
-N_BOOT = 2000  # bootstrap resamples, for effects measured on one seed and one dataset (and the OTI curve)
+N_BOOT = 2000  # bootstrap resamples of the hierarchical bootstrap (seeds, then queries within seed)
 
 # %% tags=["hide-input"]
 # %matplotlib inline
@@ -41,7 +44,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from crossgap_lib import claims, evaluation, prose
+from crossgap_lib import claims, evaluation, prose, stats, verdicts
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.max_colwidth", None)
@@ -60,9 +63,37 @@ pd.set_option("display.max_colwidth", None)
 # %%
 evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
 reported = claims.reported_claims()
-measured = claims.measure_claims(evidence, n_boot=N_BOOT)
-table = prose.claims_table(reported, measured)
+measured = verdicts.measure(evidence, n_boot=N_BOOT)
+checks = verdicts.manipulation_checks(evidence, n_boot=N_BOOT)
+decisions = verdicts.decide(reported, measured, checks)
+table = verdicts.decisions_table(reported, measured, decisions)
 display(table[["claim", "shown in", "reported", "provenance", "measured as"]].set_index("claim"))
+
+# %% [markdown]
+# ## The decision rule, as the code applies it
+
+# %% tags=["hide-input"]
+margin = verdicts.margin_points()
+display(Markdown(
+    f"- Interval and p-value of every effect: {stats.INTERVAL}; 95% percentile intervals, {N_BOOT} resamples.\n"
+    f"- Significance level {verdicts.ALPHA}, Holm's step-down correction across the {len(reported)} claims.\n"
+    f"- Equivalence margin for the no-effect claims: {margin:.1f} points, half the smallest CLIP-family OTI gain "
+    "the paper reports in Table 1 (a number set by the paper, not by this build's data).\n"
+    f"- A manipulation check failing makes its claim *not testable*; a task counts as off its ceiling below "
+    f"{verdicts.CEILING} and as above chance over 1 / number of classes."))
+display(table[["claim", "test"]].set_index("claim"))
+
+# %% [markdown]
+# ## Manipulation checks
+#
+# Before any verdict: did each experiment do what it is meant to? Each row is a check with its measured value and
+# the rule it must meet; a claim is decided only if all of its checks pass.
+
+# %% tags=["hide-input"]
+check_rows = [{"claim": c.claim, "check": k.check, "value": k.value, "rule": k.rule,
+               "passes": "yes" if k.passed else "NO"} for c in reported for k in checks.get(c.key, [])]
+display(pd.DataFrame(check_rows).set_index(["claim", "check"]) if check_rows else
+        Markdown("No manipulation checks apply to this evidence."))
 
 # %% tags=["hide-input"]
 resolved = evidence.source["resolved"]
@@ -86,14 +117,13 @@ display(Markdown(
 # %% [markdown]
 # ## The verdicts
 #
-# The measured effect of each claim, in points (mAP or accuracy x100), with its 95% interval: a t-interval over
-# training seeds where the models have several, else a t-interval over datasets where there are several, else a
-# paired bootstrap over the queries of the one dataset (column `interval`). The OTI-curve claim picks the peak step
-# on half of the queries and measures the decay on the other half, so that choosing the maximum does not make the
-# decay negative by construction.
+# The measured effect of each claim, in points (mAP or accuracy x100), with its 95% interval; for the two no-effect
+# claims also the gain itself, which the margin test is on. `p (Holm)`: the claim's p-value and, in parentheses,
+# after Holm's correction. The OTI-curve claim picks the peak step on half of the queries and measures the decay on
+# the other half (per seed), so that choosing the maximum does not make the decay negative by construction.
 
 # %%
-display(table[["claim", "models", "measured effect [95% CI]", "interval", "verdict"]].set_index("claim"))
+display(table[["claim", "models", "measured effect [95% CI]", "p (Holm)", "verdict"]].set_index("claim"))
 
 # %% tags=["hide-input"]
 peak = measured.get("oti_peak")
@@ -111,8 +141,8 @@ else:
 # The two panels have their own scales.
 
 # %% tags=["hide-input"]
-VERDICT_COLOURS = {"agrees": "#2a9d8f", "disagrees": "#e76f51", "inconclusive": "#8d99ae", "n/a": "#8d99ae",
-                   "not measured": "#d9d9d9"}
+VERDICT_COLOURS = {"agrees": "#2a9d8f", "disagrees": "#e76f51", "inconclusive": "#8d99ae",
+                   "not testable": "#f4a261", "not measured": "#d9d9d9"}
 labels = [f"{c.claim}\n({c.source})" for c in reported]
 y = np.arange(len(reported))
 fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.75 * len(reported) + 1.5), sharey=True,
@@ -137,7 +167,7 @@ for i, c in enumerate(reported):
 right.axvline(0, color="black", lw=1)
 right.set(xlabel="measured effect (points)", title=f"Measured ({evidence.source['name']}), coloured by verdict")
 handles = [plt.Line2D([], [], marker="o", ls="", color=VERDICT_COLOURS[v], markeredgecolor="black", label=v)
-           for v in ("agrees", "disagrees", "inconclusive")]
+           for v in ("agrees", "disagrees", "inconclusive", "not testable")]
 right.legend(handles=handles, fontsize=8, loc="lower right")
 left.set_yticks(y, labels=labels, fontsize=8)
 left.invert_yaxis()
@@ -150,7 +180,7 @@ provenances = "; ".join(claims.PROVENANCE[p] for p in dict.fromkeys(c.provenance
 display(Markdown(
     f"*Figure: reported effects ({provenances})"
     f" beside the effects measured on {source_line} (models: {'; '.join(models_used) or 'none'}); bars: 95% "
-    "intervals.*"))
+    "intervals (hierarchical bootstrap).*"))
 
 # %% [markdown]
 # ## Discussion
@@ -167,10 +197,10 @@ for row in evidence.models.to_dict("records"):
     compared.append(f"`{row['label']}`: " + (effect["analogue"] if effect else "no reported row (image retrieval)"))
 display(Markdown(
     f"Looking at the point estimates alone, {len(same_sign)} of the {len(sizes)} measured effects have the sign of "
-    "the reported one; the verdicts above only count those whose interval excludes zero. Each model of the evidence "
-    "stands for a reported row (`claims.reported_effect`, image retrieval): " + "; ".join(compared) + ". Where the "
-    "row is an analogue (a mean over the paper's models, or a model of another size or training), agreement means "
-    "that the mechanism the paper describes appears in that setting, not that the paper's magnitudes are "
-    "reproduced; disagreement means the setting does not show it, which may say as much about the setting as about "
-    "the claim. The table chapters compare each model with its reported row, dataset by dataset where the paper's "
-    "datasets were run."))
+    "the reported one; the verdicts above only count those whose corrected test is significant. Each model of the "
+    "evidence stands for a reported row (`claims.reported_effect`, image retrieval): " + "; ".join(compared)
+    + ". Where the row is an analogue (a mean over the paper's models, or a model of another size or training), "
+    "agreement means that the mechanism the paper describes appears in that setting, not that the paper's "
+    "magnitudes are reproduced; disagreement means the setting does not show it, which may say as much about the "
+    "setting as about the claim. The table chapters compare each model with its reported row, dataset by dataset "
+    "where the paper's datasets were run."))

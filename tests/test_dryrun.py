@@ -243,6 +243,23 @@ def test_checkpoints_differ_per_label_and_rerun_skips(weights):
     assert (siglip / "tokenizer.json").is_file() and (siglip / dryrun.TOKENIZER_MARKER).is_file()
 
 
+def test_captioner_checkpoint_is_a_random_coca_with_a_live_decoder(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from crossgap_lib.preflight import find_weights
+
+    path = dryrun.write_captioner_checkpoint(tmp_path)
+    assert path.name == "coca_ViT-B-32__mscoco_finetuned_laion2b_s13b_b90k.safetensors"
+    assert Path(str(path) + dryrun.SIDECAR_SUFFIX).is_file()
+    written = path.stat().st_mtime_ns
+    assert dryrun.write_captioner_checkpoint(tmp_path) == path and path.stat().st_mtime_ns == written  # kept
+    with safe_open(str(path), "pt") as f:
+        projection = f.get_tensor("text_decoder.text_projection")
+    assert projection.dtype == torch.float16 and float(projection.float().std()) > 0  # CoCa's init is zero
+    monkeypatch.setenv("CROSSGAP_WEIGHTS", str(tmp_path))
+    assert find_weights("coca_ViT-B-32", "mscoco_finetuned_laion2b_s13b_b90k")[0] == str(path)  # load_clip's lookup
+
+
 def test_unknown_labels_and_real_weights_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"\['CLIP B/64'\].*supported.*'CLIP L/14'.*'SLIP L/16'"):
         dryrun.write_random_checkpoints(tmp_path, ["CLIP B/32", "CLIP B/64"])

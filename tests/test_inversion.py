@@ -394,3 +394,142 @@ def test_oti_ovi_on_cuda_use_autocast_and_reduce_the_loss(image_features, text_f
         assert result.features.device.type == "cpu" and result.features.dtype == torch.float32
         assert (result.losses[:, -1] < result.losses[:, 0]).all()
         torch.testing.assert_close(result.features.norm(dim=-1), torch.ones(len(result)))
+
+
+# --------------------------------------------------------------------------------------------------- precision
+def test_precision_is_validated_and_defaults_to_the_authors_fp16():
+    assert inv.OTI_DEFAULTS.precision == inv.OVI_DEFAULTS.precision == "fp16" and inv.PRECISIONS == (
+        "fp16", "bf16", "fp32")
+    assert inv.InversionConfig(precision="bf16").updated(precision="fp32").precision == "fp32"
+    for bad in ("half", "float16", None, 16):
+        with pytest.raises(ValueError, match=r"precision must be one of \('fp16', 'bf16', 'fp32'\)"):
+            inv.InversionConfig(precision=bad)
+
+
+def test_autocast_dtype_per_device_string(monkeypatch):
+    from crossgap_lib.pipeline import _autocast
+    from crossgap_lib.towers import _autocast_dtype
+
+    for precision in inv.PRECISIONS:  # CPU always fp32, whatever is asked
+        assert _autocast_dtype("cpu", precision) is None and _autocast_dtype(torch.device("cpu"), precision) is None
+        assert _autocast(torch.device("cpu"), precision)[1] == "fp32"
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0)):
+        assert _autocast_dtype(device) is torch.float16 and _autocast_dtype(device, "fp16") is torch.float16
+        assert _autocast_dtype(device, "fp32") is None
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        assert _autocast_dtype(device, "bf16") is torch.bfloat16
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+        with pytest.raises(ValueError, match="bfloat16 support.*precision='fp16'"):
+            _autocast_dtype(device, "bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _autocast_dtype("cuda", "bf32")
+
+
+def test_grad_scaler_only_for_fp16():
+    cpu = torch.device("cpu")
+    assert inv._grad_scaler(cpu, None) is None and inv._grad_scaler(cpu, torch.bfloat16) is None
+    assert isinstance(inv._grad_scaler(cpu, torch.float16), torch.amp.GradScaler)
+
+
+def test_scaled_step_equals_plain_step_and_skips_non_finite_gradients():
+    start = torch.randn(4, 3)
+    plain, scaled = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt_plain = torch.optim.AdamW([plain], lr=0.1, weight_decay=0.01)
+    opt_scaled = torch.optim.AdamW([scaled], lr=0.1, weight_decay=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    target = torch.randn(4, 3)
+    for _ in range(5):
+        inv._optimizer_step(((plain - target) ** 2).sum(), opt_plain, None)
+        inv._optimizer_step(((scaled - target) ** 2).sum(), opt_scaled, scaler)
+    torch.testing.assert_close(scaled, plain)
+    assert not torch.equal(plain.detach(), start)
+    before, scale = scaled.detach().clone(), scaler.get_scale()
+    inv._optimizer_step((scaled * float("inf")).sum(), opt_scaled, scaler)  # inf gradient: step skipped, scale halved
+    assert torch.equal(scaled.detach(), before) and scaler.get_scale() == scale / 2
+
+
+def test_oti_fp16_scaler_path_runs_on_cpu_and_tracks_fp32(tiny, image_features, monkeypatch):
+    """The CUDA fp16 branch of the loop (autocast + GradScaler), run with CPU autocast in fp16."""
+    fp32 = oti(tiny, image_features, steps=20, progress=False)
+    scalers, make_scaler = [], inv._grad_scaler
+
+    def recording_scaler(device, dtype):
+        scalers.append(make_scaler(device, dtype))
+        return scalers[-1]
+
+    monkeypatch.setattr(inv, "_autocast_dtype", lambda device, precision="fp16": torch.float16)
+    monkeypatch.setattr(inv, "_grad_scaler", recording_scaler)
+    fp16 = oti(tiny, image_features, steps=20, progress=False)
+    assert len(scalers) == 1 and isinstance(scalers[0], torch.amp.GradScaler)
+    assert (fp16.losses[:, -1] < fp16.losses[:, 0] - 0.05).all()
+    torch.testing.assert_close(fp16.features, fp32.features, atol=0.05, rtol=0)
+
+
+def test_cpu_runs_fp32_whatever_the_precision(tiny, image_features):
+    runs = [oti(tiny, image_features[:2], steps=5, precision=p, progress=False) for p in inv.PRECISIONS]
+    for run in runs[1:]:
+        torch.testing.assert_close(run.features, runs[0].features, atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_precisions_reduce_the_loss_and_agree(image_features):
+    model = _tiny_clip().cuda()
+    clip = LoadedClip(model, None, open_clip.get_tokenizer("ViT-B-32", context_length=16), "tiny", None, "cuda")
+    precisions = [p for p in inv.PRECISIONS if p != "bf16" or torch.cuda.is_bf16_supported()]
+    runs = {p: oti(clip, image_features, steps=30, precision=p, progress=False) for p in precisions}
+    for result in runs.values():
+        assert (result.losses[:, -1] < result.losses[:, 0]).all() and torch.isfinite(result.features).all()
+    torch.testing.assert_close(runs["fp16"].features, runs["fp32"].features, atol=0.05, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------- placeholder
+class _SentencePieceLike:
+    """HF-like tokenizer (EOS 1, pad 0, unknown 2) that deletes ASCII punctuation as SigLIP's "canonicalize" does and
+    knows "£", "§", "¤" only as the unknown token; "x" is two pieces, "z" one."""
+
+    tokenizer: ClassVar = type("Backend", (), {"unk_token_id": 2})()
+    pieces: ClassVar[dict[str, list[int]]] = {"£": [2], "§": [2], "¤": [2], "x": [3, 50], "z": [60], "a": [9],
+                                              "photo": [1202], "of": [13]}
+
+    def __call__(self, texts, context_length: int = 16) -> torch.Tensor:
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = text.translate(str.maketrans("", "", "*#~|^@")).split()
+            ids = [i for w in words for i in self.pieces[w]] + [1]
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def test_placeholder_is_a_known_single_token_per_tokenizer():
+    from crossgap_lib.towers import _placeholder, _single_token
+
+    assert _placeholder(open_clip.get_tokenizer("ViT-B-32")) == ("£", 1950)  # CLIP's BPE: the authors' word
+    fake = _SentencePieceLike()
+    assert _single_token(fake, "£") is None and _single_token(fake, "*") is None and _single_token(fake, "x") is None
+    assert _placeholder(fake) == ("z", 60)
+    without_unknown_id = lambda texts, context_length=16: fake(texts, context_length)  # noqa: E731
+    assert _placeholder(without_unknown_id) == ("£", 2)  # what the unknown-token guard prevents
+
+
+def test_placeholder_against_the_real_siglip_vocabulary():
+    """Runs where the real tokenizer of open_clip's ViT-B-16-SigLIP (Hugging Face timm/ViT-B-16-SigLIP, c4_en
+    SentencePiece, 32000 pieces) is cached, or at $CROSSGAP_SIGLIP_TOKENIZER (a folder with its tokenizer files)."""
+    import os
+
+    from open_clip.tokenizer import HFTokenizer
+
+    from crossgap_lib.towers import _placeholder, _single_token
+
+    path = os.environ.get("CROSSGAP_SIGLIP_TOKENIZER")
+    try:
+        tokenizer = (HFTokenizer(path, context_length=64, clean="canonicalize") if path
+                     else open_clip.get_tokenizer("ViT-B-16-SigLIP"))
+    except Exception as err:  # noqa: BLE001 - not cached offline: nothing to check against
+        pytest.skip(f"the real SigLIP tokenizer is not available offline ({type(err).__name__})")
+    word, token = _placeholder(tokenizer)
+    assert token != tokenizer.tokenizer.unk_token_id and 2 < token < 32000
+    if _single_token(tokenizer, "£") is not None:
+        assert word == "£"
+    for r in (1, 4):
+        ids = tokenizer(["a photo of " + " ".join([word] * r)])[0]
+        assert int((ids == token).sum()) == r

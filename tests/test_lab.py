@@ -44,6 +44,9 @@ def test_presets_live_in_profiles_and_are_literals():
         ({"oti": {"stepz": 3}}, "unknown inversion setting"),
         ({"ovi": {"steps": 0}}, "steps must be an int >= 1"),
         ({"oti_curve": {"setting": "clip"}}, "oti_curve must be None or a dict"),
+        ({"settings": [{"name": "a", "finetune": {"from": "b"}}]}, "earlier setting"),
+        ({"settings": [{"name": "a", "tasks": ["images"]}]}, "tasks must be a non-empty list"),
+        ({"settings": [{"name": "a", "seeds": []}]}, "seeds must be a non-empty list"),
         ({"prompt_template": "a photo"}, "one '\\{\\}'"),
     ],
 )

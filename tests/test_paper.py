@@ -32,6 +32,21 @@ def test_dict_models_and_inversion_overrides():
         paper.model_settings("CLIP B/32", {"oti": {"stepz": 5}})
 
 
+def test_table4_rows_of_the_profiles_fine_tune_on_coco():
+    """The paper source fine-tunes its Table 4 rows at paper scale, the dry run a few steps on the miniature COCO."""
+    from crossgap_lib.evaluation import load_source
+
+    for name, steps in (("paper", 4425), ("dryrun", 3)):
+        rows = {r.label: r for r in (paper.model_settings(m) for m in load_source(name)["models"])}
+        for label, temperature in (("CLIP B/32 T=1", 1.0), ("CLIP B/32 T=0.01", 0.01)):
+            row = rows[label]
+            assert row.temperature == temperature == row.finetune["temperature"] and row.pretrained == "openai"
+            assert row.finetune["dataset"] == "coco" and row.finetune["loss"] == "clip"
+            assert row.finetune["steps"] == steps and row.weights_label == "CLIP B/32"
+    soft = paper.model_settings(next(m for m in load_source("paper")["models"] if "soft" in str(m)))
+    assert soft.family == "soft" and soft.temperature is None and soft.finetune["loss"] == "soft"
+
+
 def test_missing_checkpoint_names_the_folder_and_the_fix(monkeypatch, tmp_path):
     model = paper.model_settings({"label": "T=1", "base": "CLIP B/32", "pretrained": "clip_b32_coco_T1.pt"})
     monkeypatch.setenv("CROSSGAP_WEIGHTS", str(tmp_path))

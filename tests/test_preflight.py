@@ -121,3 +121,18 @@ def test_time_left_estimates_from_the_units_done():
     assert progress.time_left(time.perf_counter(), 0, 4) == "estimating time left"
     assert progress.time_left(time.perf_counter() - 120, 2, 4) == "~2.0 min left"
     assert progress.time_left(time.perf_counter() - 10, 1, 2) == "~10 s left"
+
+
+def test_the_captioner_and_the_textual_sets_are_checked(empty_caches):
+    captioner = {"model": "coca_ViT-L-14", "pretrained": "mscoco_finetuned_laion2b_s13b_b90k"}
+    source = {"kind": "paper", "captioner": captioner, "text_datasets": ["imdb", "20newsgroups", "nanoscifact"]}
+    messages = preflight.missing_assets({"SOURCE": source})
+    assert [m.split(":")[0] for m in messages] == [
+        "weights of captioner coca_ViT-L-14 (coca_ViT-L-14, tag mscoco_finetuned_laion2b_s13b_b90k)",
+        "dataset imdb (IMDB Large Movie Review Dataset)", "dataset 20newsgroups (20 Newsgroups (bydate))",
+        "dataset nanoscifact (NanoBEIR SciFact)"]
+    assert "coca_ViT-L-14__mscoco_finetuned_laion2b_s13b_b90k.safetensors" in messages[0]
+    (empty_caches / "coca_ViT-L-14__mscoco_finetuned_laion2b_s13b_b90k.safetensors").write_bytes(b"never read")
+    assert len(preflight.missing_assets({"SOURCE": source})) == 3
+    random = {"kind": "paper", "captioner": {**captioner, "pretrained": None}}  # random weights: nothing to find
+    assert preflight.missing_assets({"SOURCE": random}) == []

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from crossgap_lib.stats import (
+    INTERVAL,
+    bootstrap_p,
+    equivalence_p,
     fit_line,
+    hierarchical_bootstrap,
+    holm,
     mean_ci,
+    non_superiority_p,
     paired_bootstrap_ci,
     paired_effect,
     peak_test,
@@ -109,23 +115,46 @@ def test_paired_bootstrap_errors():
         paired_bootstrap_ci([float("inf")], [1.0])
 
 
-def test_paired_effect_picks_its_interval_from_the_data_shape():
+def test_paired_effect_uses_one_hierarchical_bootstrap_for_every_shape():
     g = torch.Generator().manual_seed(3)
     a = [[torch.rand(50, generator=g, dtype=torch.float64) + 0.1] for _ in range(3)]  # 3 seeds x 1 dataset
     b = [[x[0] - 0.1] for x in a]
     out = paired_effect(a, b)
-    assert out["interval"] == "t-interval over 3 seeds" and out["mean"] == pytest.approx(0.1)
+    assert out["interval"].startswith(INTERVAL) and "3 seeds" in out["interval"] and out["mean"] == pytest.approx(0.1)
     assert out["per_seed"] == pytest.approx([0.1, 0.1, 0.1]) and out["low"] == pytest.approx(0.1)
+    assert out["p"] < 0.01 and out["boot"].shape == (2000,)
     one_seed = paired_effect([[a[0][0], a[1][0]]], [[b[0][0], b[1][0] + 0.05]])  # 1 seed x 2 datasets
-    assert one_seed["interval"] == "t-interval over 2 datasets"
+    assert "1 seed, 2 datasets" in one_seed["interval"]
     assert one_seed["per_dataset"] == pytest.approx([0.1, 0.05]) and one_seed["mean"] == pytest.approx(0.075)
     single = paired_effect([[a[0][0]]], [[a[0][0] - 0.1 + 0.01 * torch.randn(50, generator=g)]], n_boot=300)
-    assert single["interval"] == "bootstrap over 50 queries" and single["low"] < 0.1 < single["high"]
+    assert single["low"] < 0.1 < single["high"]
     nan = a[0][0].clone()
     nan[0] = float("nan")
     assert paired_effect([[nan], [a[1][0]]], [[b[0][0]], [b[1][0]]])["mean"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="equally long"):
         paired_effect([[a[0][0]]], [[b[0][0]], [b[1][0]]])
+
+
+def test_hierarchical_bootstrap_widens_with_seed_variation():
+    g = torch.Generator().manual_seed(0)
+    queries = [0.01 * torch.randn(200, generator=g, dtype=torch.float64) for _ in range(6)]
+    same = hierarchical_bootstrap([[q] for q in queries], n_boot=1000)
+    shifted = hierarchical_bootstrap([[q + 0.05 * (i % 2)] for i, q in enumerate(queries)], n_boot=1000)
+    assert shifted.std() > 5 * same.std()  # seeds that disagree make the interval wider than the query noise alone
+    assert shifted.mean() == pytest.approx(0.025, abs=0.005)
+
+
+def test_p_values_equivalence_and_holm():
+    boot = torch.linspace(-0.2, 0.2, 1001, dtype=torch.float64) + 1.0
+    assert bootstrap_p(boot) < 0.01 and bootstrap_p(boot - 1.0) == pytest.approx(1.0)
+    near_zero = torch.linspace(-0.2, 0.2, 1001, dtype=torch.float64)
+    assert equivalence_p(near_zero, margin=0.5) < 0.01 and equivalence_p(near_zero, margin=0.1) > 0.2
+    assert non_superiority_p(near_zero - 1.0, margin=0.1) < 0.01 and non_superiority_p(near_zero + 1, 0.1) > 0.9
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_p(near_zero, margin=0.0)
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": math.nan})
+    assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["b"] == pytest.approx(0.06) and math.isnan(adjusted["d"])  # monotone: b keeps c's 0.06
 
 
 def test_peak_test_is_not_biased_by_picking_the_peak():
@@ -145,6 +174,9 @@ def test_peak_test_is_not_biased_by_picking_the_peak():
     early = torch.tensor([0.9, 0.3, 0.5, 0.4], dtype=torch.float64)[:, None].expand(4, 10)
     out = peak_test(early, [0, 1, 2, 3], n_boot=100)  # step 0 (initial tokens) is not a peak candidate
     assert out["peak_step"] == 2 and out["mean"] == pytest.approx(-0.1)
+    seeds = torch.stack([peaked, peaked.flip(1)])  # (S, T, Q): one interval over seeds and queries
+    out = peak_test(seeds, steps, n_boot=300)
+    assert out["n_seeds"] == 2 and out["high"] < 0 and out["peak_step"] == 10
 
 
 def test_welch_difference_matches_scipy():

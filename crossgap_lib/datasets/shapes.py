@@ -394,6 +394,40 @@ def make_shapes(split: str = "train", n: int = 1024, config: ShapesConfig | dict
                          attribute_names=attribute_names, config=config, split=split, seed=seed)
 
 
+GENERIC_PHRASES = ("a shape", "an object", "a picture", "a photo", "an image", "a drawing", "a background")
+
+
+def lab_vocabulary(config: ShapesConfig | dict | None = None) -> list[str]:
+    """Short phrases, one attribute each, for every word the generator knows: the lab's generic span vocabulary.
+
+    The lab's analogue of the 1000 ImageNet class names on which Herzog & Wang (arXiv 2603.16100) fit their text
+    span: a vocabulary of single concepts the text encoder can name, not the target label set. A lab text encoder
+    learns language only from this generator's captions, so its "world" is the generator's words: every colour
+    synonym, shape noun and adjective, pattern word, and every background, texture, size and position in the phrase
+    a caption would use ("on a black background", "in the top left"), plus generic words ("a picture", "a shape").
+    Class names ("red circle") never appear: each phrase names one attribute. With ``config``, only the factor values
+    that config draws (nuisance values included whatever its ``nuisance_caption_rate``); default: all of them.
+    """
+    if config is None:
+        values = {"shapes": list(SHAPE_WORDS), "colours": list(COLOUR_WORDS), "patterns": list(PATTERN_WORDS),
+                  "backgrounds": list(BACKGROUND_RGB), "textures": list(TEXTURES), "sizes": list(SIZE_RADIUS),
+                  "positions": list(POSITIONS)}
+    else:
+        config = ShapesConfig(**config) if isinstance(config, dict) else config
+        if not isinstance(config, ShapesConfig):
+            raise ValueError(f"config: got {type(config).__name__}; expected ShapesConfig, dict or None")
+        values = {name: list(getattr(config, name) or ()) for name in
+                  ("shapes", "colours", "patterns", "backgrounds", "textures", "sizes", "positions")}
+    phrases = [word for colour in values["colours"] for word in COLOUR_WORDS[colour]]
+    phrases += [word for shape in values["shapes"] for words in SHAPE_WORDS[shape] for word in words]
+    phrases += [word for pattern in values["patterns"] for word in PATTERN_WORDS[pattern]]
+    for factor, key in (("background", "backgrounds"), ("texture", "textures"), ("size", "sizes"),
+                        ("position", "positions")):
+        phrases += [NUISANCE_PHRASES[factor].format(value) for value in values[key]]
+    phrases += GENERIC_PHRASES
+    return list(dict.fromkeys(_with_articles(p) for p in phrases))
+
+
 def to_model_input(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    image_size: int | None = None) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float (N, 3, S, S): scale to [0, 1], resize if image_size is given, normalise."""

@@ -1,0 +1,198 @@
+"""Where a laboratory model's time goes, and what the laboratory's speed choices buy, measured in one run.
+
+Part 1 prints, per kind of lab model (trained from scratch with each loss, and fine-tuned), the seconds spent on
+data (generating the images, teacher embeddings for the soft loss), training, OTI, OVI, one OTI curve and the rest
+of the evaluation, with the LabConfig of the default book (or a quick one with ``--quick``).
+
+Part 2 prints ratios against a baseline run in the same invocation:
+- the ``intra`` loss with its CLIP image taken from the first augmented view (2 image forwards per step) against a
+  separate clean image (3 forwards), same process;
+- a training step with 2 OpenMP threads while a second CPU-bound process runs, with idle threads spinning
+  (``OMP_WAIT_POLICY=ACTIVE``, the OpenMP default) against sleeping (``PASSIVE``, what crossgap sets): the policy is
+  read when torch loads, so each side runs in a fresh subprocess, timed the same way.
+
+    python benchmarks/bench_lab.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+from crossgap_lib.lab import LabConfig
+
+
+@contextlib.contextmanager
+def timed(row: dict, phase: str):
+    """Add the block's wall-clock seconds to ``row[phase]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        row[phase] = row.get(phase, 0.0) + time.perf_counter() - start
+
+
+def breakdown(config: LabConfig, cache: str) -> list[dict]:
+    """Seconds per phase for one seed of every setting of ``config`` (cold: a fresh cache folder)."""
+    from crossgap_lib import pipeline
+    from crossgap_lib.datasets.shapes import make_shapes
+    from crossgap_lib.dynamics import log_steps, oti_curve
+    from crossgap_lib.finetune import FinetuneConfig, finetune_clip
+    from crossgap_lib.teachers import ImageTeacher, TextTeacher, teacher_embeddings
+    from crossgap_lib.train import train_clip, training_dataset
+
+    rows, trained = [], {}
+    for setting in config.settings:
+        seed = config.seeds_of(setting)[0]
+        base = next(s for s in config.settings if s["name"] == setting["finetune"]["from"]) \
+            if "finetune" in setting else setting
+        train_config = replace(config.train_config(base, seed), out_dir=cache, progress=False)
+        row = {"setting": setting["name"], "OVI": 0.0, "OTI curve": 0.0}
+        with timed(row, "data"):
+            dataset = training_dataset(train_config, image_size=64)
+        loss = setting.get("finetune", {}).get("loss", train_config.loss)
+        if loss == "soft":
+            with timed(row, "data"):
+                teacher_embeddings(dataset, image_teacher=ImageTeacher(), text_teacher=TextTeacher(), cache_dir=cache)
+        with timed(row, "training"):
+            if "finetune" in setting:
+                options = {**config.finetune, **{k: v for k, v in setting["finetune"].items() if k != "from"}}
+                clip = finetune_clip(trained[base["name"]], dataset, FinetuneConfig(seed=seed, progress=False,
+                                                                                    **options),
+                                     cache_dir=cache, progress=False).clip
+            else:
+                clip = trained[setting["name"]] = train_clip(train_config, progress=False).load()
+        data = {**config.data, **config.eval_data}
+        test = make_shapes("test", n=config.n_test, config=data, seed=config.data_seed)
+        gallery = make_shapes("val", n=config.n_gallery, config=data, seed=config.data_seed)
+        with timed(row, "evaluation (encode)"):
+            queries = pipeline.encode_images(clip, test)
+            gallery_features = pipeline.encode_images(clip, gallery)
+        with timed(row, "OTI"):
+            pipeline.invert_dataset(clip, "oti", queries, config=config.inversion("oti"))
+        if "text" in config.tasks_of(setting):
+            texts = pipeline.encode_texts(clip, [c[0] for c in test.captions[: config.ovi_queries]])
+            with timed(row, "OVI"):
+                pipeline.invert_dataset(clip, "ovi", texts, config=config.inversion("ovi"))
+        curve = config.oti_curve
+        if curve is not None and curve["setting"] == setting["name"]:
+            n = curve["queries"]
+            steps = log_steps(curve["steps"]) if curve["record"] == "log" else None
+            with timed(row, "OTI curve"):
+                oti_curve(clip, queries[:n], gallery_features, test.labels[:n], gallery.labels,
+                          num_pseudo_tokens=curve["focus"], steps=curve["steps"], record_every=1, record_steps=steps)
+        rows.append(row)
+    return rows
+
+
+def _intra_steps(clean_image: bool, steps: int) -> float:
+    """Seconds per step of the intra loss's forward + backward, with or without a separate clean CLIP image."""
+    import open_clip
+
+    from crossgap_lib.losses import IntraModalClipLoss
+    from crossgap_lib.models import quiet_random_init
+    from crossgap_lib.train import ProjectionHead, _Trainee
+
+    torch.manual_seed(0)
+    with quiet_random_init():
+        clip = open_clip.create_model("crossgap-small")
+    trainee = _Trainee(clip, ProjectionHead(64, 64))
+    loss_fn = IntraModalClipLoss()
+    images, views = torch.randn(128, 3, 64, 64), torch.randn(256, 3, 64, 64)
+    tokens = torch.randint(1, 400, (128, 16))
+
+    def step():
+        out = trainee(images if clean_image else None, tokens, views)
+        view_a, view_b = out["view_projections"].chunk(2)
+        loss_fn(out["image_features"], out["text_features"], out["logit_scale"], view_a, view_b).backward()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+_CHILD = """
+import time, torch, open_clip
+import crossgap_lib.models
+from open_clip import ClipLoss
+torch.set_num_threads(2)
+m = open_clip.create_model("crossgap-small")
+opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+img, tok = torch.randn(128, 3, 64, 64), torch.randint(1, 400, (128, 16))
+def step():
+    loss = ClipLoss()(m.encode_image(img, normalize=True), m.encode_text(tok, normalize=True), m.logit_scale.exp())
+    opt.zero_grad(); loss.backward(); opt.step()
+step()
+start = time.perf_counter()
+for _ in range({steps}):
+    step()
+print((time.perf_counter() - start) / {steps})
+"""
+
+
+def _busy(seconds: float) -> None:
+    end = time.time() + seconds
+    x = 0
+    while time.time() < end:
+        x += 1
+
+
+def _shared_machine_step(policy: str, steps: int) -> float:
+    """Seconds per training step (2 threads) in a subprocess with OMP_WAIT_POLICY=policy, beside a busy process."""
+    busy = multiprocessing.Process(target=_busy, args=(600,))
+    busy.start()
+    try:
+        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": "2"}
+        out = subprocess.run([sys.executable, "-c", _CHILD.format(steps=steps)], env=env, capture_output=True,
+                             text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    finally:
+        busy.terminate()
+        busy.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes (seconds), for `make bench`")
+    args = parser.parse_args()
+    config = LabConfig()
+    if args.quick:
+        config = LabConfig(settings=[{"name": "clip", "loss": "clip"},
+                                     {"name": "intra", "loss": "intra", "tasks": ["image"]},
+                                     {"name": "clip ft T=1", "finetune": {"from": "clip", "temperature": 1.0},
+                                      "tasks": ["image"]}],
+                           seeds=[0], train={"n_train": 256, "epochs": 1, "batch_size": 64, "warmup": 1},
+                           finetune={"steps": 2, "batch_size": 64, "warmup": 1}, n_test=64, n_gallery=128,
+                           oti={"steps": 10}, ovi={"steps": 10}, ovi_queries=16,
+                           oti_curve={"setting": "clip", "seeds": [0], "num_pseudo_tokens": [1], "focus": 1,
+                                      "steps": 20, "record": "log", "queries": 16})
+    torch.set_num_threads(config.num_threads)
+    with tempfile.TemporaryDirectory() as cache:
+        rows = breakdown(config, cache)
+    phases = ["data", "training", "OTI", "OVI", "OTI curve", "evaluation (encode)"]
+    print(f"{'setting':<24}" + "".join(f"{p:>21}" for p in phases) + f"{'total':>10}")
+    for row in rows:
+        print(f"{row['setting']:<24}" + "".join(f"{row[p]:>20.1f}s" for p in phases)
+              + f"{sum(row[p] for p in phases):>9.1f}s")
+    steps = 3 if args.quick else 10
+    three, two = _intra_steps(True, steps), _intra_steps(False, steps)
+    print(f"intra loss step: 3 image forwards {1000 * three:.0f} ms, 2 forwards {1000 * two:.0f} ms "
+          f"-> ratio {three / two:.2f}x")
+    active, passive = _shared_machine_step("ACTIVE", steps), _shared_machine_step("PASSIVE", steps)
+    print(f"training step beside a busy process, 2 threads: spinning {1000 * active:.0f} ms, sleeping "
+          f"{1000 * passive:.0f} ms -> ratio {active / passive:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

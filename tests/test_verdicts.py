@@ -1,0 +1,73 @@
+"""The reproduction page's decision rule: checks gate verdicts, Holm corrects, margins decide no-effect claims."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from crossgap_lib import stats, verdicts
+from crossgap_lib.claims import reported_claims
+
+
+def _effect(mean: float, spread: float = 0.002, n: int = 2000, what: str = "`m`") -> dict:
+    """A measured effect with a bootstrap distribution centred on ``mean``."""
+    boot = mean + spread * torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    low, high = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"mean": mean, "low": low, "high": high, "p": stats.bootstrap_p(boot), "boot": boot, "what": what,
+            "interval": stats.INTERVAL}
+
+
+def _passing(keys) -> dict:
+    return {k: [verdicts.Check(k, "1", "rule", True)] for k in keys}
+
+
+def test_margin_comes_from_the_reported_table():
+    assert verdicts.margin_points() == 1.0  # half of CLIP B/32's +2.0, the smallest CLIP-family gain
+
+
+def test_directional_claims_agree_disagree_or_stay_inconclusive():
+    claims = reported_claims()
+    measured = {"oti_image": _effect(0.03), "ovi_text": _effect(-0.05), "zero_shot": _effect(0.0, 0.05),
+                "critique_pca": None, "slip": None, "gap": None, "oti_peak": None}
+    decisions = verdicts.decide(claims, measured, _passing(measured))
+    assert decisions["oti_image"].verdict == "agrees"  # reported +, measured +
+    assert decisions["ovi_text"].verdict == "disagrees"  # reported +, measured -
+    assert decisions["zero_shot"].verdict == "inconclusive"
+    assert decisions["slip"].verdict == "not measured"
+    assert decisions["oti_image"].p_holm >= decisions["oti_image"].p  # Holm never lowers a p-value
+
+
+def test_a_failed_manipulation_check_makes_a_claim_not_testable():
+    claims = reported_claims()
+    measured = {"oti_image": _effect(0.03)}
+    checks = {"oti_image": [verdicts.Check("text at ceiling", "1.000", "below 0.95", False)]}
+    assert verdicts.decide(claims, measured, checks)["oti_image"].verdict == "not testable"
+
+
+def test_no_effect_claims_need_the_gain_inside_the_margin():
+    claims = reported_claims()
+    margin = 0.01
+    inside = {"slip": _effect(-0.02), "slip_level": _effect(0.001), "gap": _effect(-0.03),
+              "gap_level": _effect(-0.02)}
+    decisions = verdicts.decide(claims, inside, _passing(inside), margin=margin)
+    assert decisions["slip"].verdict == "agrees" and decisions["gap"].verdict == "agrees"
+    beyond = {"slip": _effect(-0.02), "slip_level": _effect(0.03), "gap": _effect(-0.03), "gap_level": _effect(0.03)}
+    decisions = verdicts.decide(claims, beyond, _passing(beyond), margin=margin)
+    assert decisions["slip"].verdict == "disagrees" and decisions["gap"].verdict == "disagrees"
+    vague = {"slip": _effect(-0.02, 0.02), "slip_level": _effect(0.0, 0.02)}
+    decisions = verdicts.decide(claims, vague, _passing(vague), margin=margin)
+    assert decisions["slip"].verdict == "inconclusive"  # no power: the interval is wider than the margin
+    assert not math.isnan(decisions["slip"].p_holm)
+
+
+def test_decisions_table_shows_checks_effects_and_verdicts():
+    claims = reported_claims()
+    measured = {"oti_image": _effect(0.03), "slip": _effect(-0.02), "slip_level": _effect(0.001)}
+    checks = _passing(measured)
+    table = verdicts.decisions_table(claims, measured, verdicts.decide(claims, measured, checks, margin=0.01))
+    assert list(table.index) == [c.key for c in claims]
+    assert table.loc["oti_image", "measured effect [95% CI]"].startswith("+3.0")
+    assert "gain itself" in table.loc["slip", "measured effect [95% CI]"]
+    assert table.loc["gap", "verdict"] == "not measured"
+    assert table.loc["oti_image", "manipulation checks"].startswith("pass")
