@@ -7,6 +7,9 @@ of the evaluation, with the LabConfig of the default book (or a quick one with `
 Part 2 prints ratios against a baseline run in the same invocation:
 - the ``intra`` loss with its CLIP image taken from the first augmented view (2 image forwards per step) against a
   separate clean image (3 forwards), same process;
+- a fine-tuning step with a fused AdamW against the per-tensor one (crossgap-small's full token embedding);
+- a fine-tuning batch of lab images made in one vectorised step against item by item through the PIL preprocess,
+  and captions tokenized once against tokenized every step;
 - a training step with 2 OpenMP threads while a second CPU-bound process runs, with idle threads spinning
   (``OMP_WAIT_POLICY=ACTIVE``, the OpenMP default) against sleeping (``PASSIVE``, what crossgap sets): the policy is
   read when torch loads, so each side runs in a fresh subprocess, timed the same way.
@@ -46,7 +49,7 @@ def breakdown(config: LabConfig, cache: str) -> list[dict]:
     from crossgap_lib import pipeline
     from crossgap_lib.datasets.shapes import make_shapes
     from crossgap_lib.dynamics import log_steps, oti_curve
-    from crossgap_lib.finetune import FinetuneConfig, finetune_clip
+    from crossgap_lib.finetune import finetune_clip
     from crossgap_lib.teachers import ImageTeacher, TextTeacher, teacher_embeddings
     from crossgap_lib.train import train_clip, training_dataset
 
@@ -58,16 +61,15 @@ def breakdown(config: LabConfig, cache: str) -> list[dict]:
         train_config = replace(config.train_config(base, seed), out_dir=cache, progress=False)
         row = {"setting": setting["name"], "OVI": 0.0, "OTI curve": 0.0}
         with timed(row, "data"):
-            dataset = training_dataset(train_config, image_size=64)
+            dataset = training_dataset(train_config)  # generated once per process, then remembered
         loss = setting.get("finetune", {}).get("loss", train_config.loss)
         if loss == "soft":
             with timed(row, "data"):
                 teacher_embeddings(dataset, image_teacher=ImageTeacher(), text_teacher=TextTeacher(), cache_dir=cache)
         with timed(row, "training"):
             if "finetune" in setting:
-                options = {**config.finetune, **{k: v for k, v in setting["finetune"].items() if k != "from"}}
-                clip = finetune_clip(trained[base["name"]], dataset, FinetuneConfig(seed=seed, progress=False,
-                                                                                    **options),
+                clip = finetune_clip(trained[base["name"]], dataset,
+                                     replace(config.finetune_config(setting, seed), progress=False),
                                      cache_dir=cache, progress=False).clip
             else:
                 clip = trained[setting["name"]] = train_clip(train_config, progress=False).load()
@@ -92,6 +94,63 @@ def breakdown(config: LabConfig, cache: str) -> list[dict]:
                           num_pseudo_tokens=curve["focus"], steps=curve["steps"], record_every=1, record_steps=steps)
         rows.append(row)
     return rows
+
+
+def _adamw_steps(fused: bool, steps: int) -> float:
+    """Seconds per CLIP-loss step of crossgap-small with its full 49408-row token embedding (what fine-tuning
+    trains), with a fused or the per-tensor AdamW."""
+    import open_clip
+    from open_clip import ClipLoss
+
+    from crossgap_lib.models import quiet_random_init
+
+    torch.manual_seed(0)
+    with quiet_random_init():
+        clip = open_clip.create_model("crossgap-small")
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=fused)
+    images, tokens = torch.randn(128, 3, 64, 64), torch.randint(1, 400, (128, 16))
+
+    def step():
+        loss = ClipLoss()(clip.encode_image(images, normalize=True), clip.encode_text(tokens, normalize=True),
+                          clip.logit_scale.exp())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def _batch_inputs(steps: int) -> tuple[float, float, float, float]:
+    """Seconds per fine-tuning batch of 128 lab images and captions: (images item by item through the model's PIL
+    preprocess, images in one vectorised step, captions tokenized every step, captions looked up once tokenized)."""
+    import open_clip
+
+    from crossgap_lib import pipeline
+    from crossgap_lib.datasets.shapes import make_shapes, to_model_input
+
+    dataset = make_shapes("train", n=1024, seed=0)
+    preprocess = open_clip.image_transform(64, is_train=False)
+    tokenizer = open_clip.get_tokenizer("crossgap-small")
+    inputs = pipeline._ModelInputs(dataset, preprocess, (64, 64))
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    flat = [c for captions in dataset.captions for c in captions]
+    memo = dict(zip(dict.fromkeys(flat), tokenizer(list(dict.fromkeys(flat)))))
+    batches = [torch.randint(0, 1024, (128,), generator=torch.Generator().manual_seed(k)) for k in range(steps)]
+    texts = [[flat[int(i) * len(dataset.captions[0])] for i in index] for index in batches]
+    timings = []
+    for make in (lambda k: torch.stack([inputs[int(i)] for i in batches[k]]),
+                 lambda k: to_model_input(dataset.images[batches[k]], mean, std),
+                 lambda k: tokenizer(texts[k]),
+                 lambda k: torch.stack([memo[t] for t in texts[k]])):
+        start = time.perf_counter()
+        for k in range(steps):
+            make(k)
+        timings.append((time.perf_counter() - start) / steps)
+    return tuple(timings)
 
 
 def _intra_steps(clean_image: bool, steps: int) -> float:
@@ -189,6 +248,13 @@ def main() -> None:
     three, two = _intra_steps(True, steps), _intra_steps(False, steps)
     print(f"intra loss step: 3 image forwards {1000 * three:.0f} ms, 2 forwards {1000 * two:.0f} ms "
           f"-> ratio {three / two:.2f}x")
+    per_tensor, fused = _adamw_steps(False, steps), _adamw_steps(True, steps)
+    print(f"fine-tuning step, full vocabulary: per-tensor AdamW {1000 * per_tensor:.0f} ms, fused "
+          f"{1000 * fused:.0f} ms -> ratio {per_tensor / fused:.2f}x")
+    itemwise, vectorised, tokenize, lookup = _batch_inputs(steps)
+    print(f"fine-tuning batch of 128 lab images: item by item {1000 * itemwise:.1f} ms, vectorised "
+          f"{1000 * vectorised:.1f} ms -> ratio {itemwise / vectorised:.1f}x; captions: tokenized each step "
+          f"{1000 * tokenize:.1f} ms, tokenized once {1000 * lookup:.2f} ms -> ratio {tokenize / lookup:.0f}x")
     active, passive = _shared_machine_step("ACTIVE", steps), _shared_machine_step("PASSIVE", steps)
     print(f"training step beside a busy process, 2 threads: spinning {1000 * active:.0f} ms, sleeping "
           f"{1000 * passive:.0f} ms -> ratio {active / passive:.2f}x")

@@ -271,6 +271,38 @@ def pick(evidence, family: str, temperature: float | None = None) -> str | None:
     return None
 
 
+def _learnt(row: dict) -> bool:
+    t = row.get("temperature")
+    return t is None or (isinstance(t, float) and math.isnan(t))
+
+
+def _base_of(row: dict) -> str:
+    base = row.get("finetuned from")
+    return "" if base is None or (isinstance(base, float) and math.isnan(base)) else str(base)
+
+
+def soft_pair(evidence) -> tuple[str | None, str | None]:
+    """(soft-target model, its control): the first model of family ``soft``, and the model trained the same way with
+    CLIP's loss, i.e. the learnt-temperature ``clip`` model fine-tuned from the same base when the soft model is a
+    fine-tuning (the laboratory's ``clip ft``), else the first learnt-temperature ``clip`` model (the paper profile's
+    base CLIP). Either is None when the evidence has none."""
+    rows = evidence.models.to_dict("records")
+    soft = next((r for r in rows if r["family"] == "soft"), None)
+    if soft is None:
+        return None, pick(evidence, "clip")
+    base = _base_of(soft)
+    matched = next((r["label"] for r in rows if r["family"] == "clip" and _learnt(r) and base
+                    and _base_of(r) == base), None)
+    return soft["label"], matched or pick(evidence, "clip")
+
+
+def soft_variants(evidence, control: str) -> list[str]:
+    """The soft-target models fine-tuned from the same base as ``control`` (the ablations compared with it)."""
+    rows = evidence.models.to_dict("records")
+    base = next((_base_of(r) for r in rows if r["label"] == control), "")
+    return [r["label"] for r in rows if r["family"] == "soft" and base and _base_of(r) == base]
+
+
 def gap_pair(evidence) -> tuple[str, str] | None:
     """(gap-closed model, gap-open model): the models trained at fixed T = 1 and at the lowest other fixed T."""
     fixed = [(r["label"], float(r["temperature"])) for r in evidence.models.to_dict("records")

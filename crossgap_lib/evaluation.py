@@ -224,11 +224,10 @@ class _LabSource:
 
     def _finetune(self, clip, setting: dict, train_config, device: str):
         """Fine-tune a trained lab CLIP with :func:`crossgap_lib.finetune.finetune_clip` on its training images."""
-        from .finetune import FinetuneConfig, finetune_clip
+        from .finetune import finetune_clip
         from .train import _model_image_size, training_dataset
 
-        options = {**self.config.finetune, **{k: v for k, v in setting["finetune"].items() if k != "from"}}
-        config = FinetuneConfig(**{"seed": train_config.seed, "progress": self.config.progress, **options})
+        config = self.config.finetune_config(setting, train_config.seed)
         dataset = training_dataset(train_config, image_size=_model_image_size(clip.model))
         result = finetune_clip(clip, dataset, config, cache_dir=self.config.cache_root(), progress=self.config.progress)
         return result.clip, {"losses": result.losses, "logit_scales": result.logit_scales,

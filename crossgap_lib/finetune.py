@@ -82,6 +82,7 @@ from .train import (
     _param_groups,
     _step_generator,
     _Trainee,
+    adamw,
     augment_views,
     from_literals,
 )
@@ -89,7 +90,7 @@ from .train import (
 __all__ = ["CaptionedImages", "FinetuneConfig", "FinetuneResult", "caption_images", "finetune_clip",
            "finetune_from_spec", "missing_caption_images", "normalise_spec", "spec_key"]
 
-FINETUNE_CODE_VERSION = 1  # bump when a change alters what a config fine-tunes to (invalidates cached runs)
+FINETUNE_CODE_VERSION = 2  # bump when a change alters what a config fine-tunes to (invalidates cached runs)
 PRECISIONS = ("fp16", "bf16", "fp32")
 _NOT_IN_KEY = ("checkpoint_every", "num_workers", "progress")
 _DATA_KEYS = ("dataset", "split", "captions_per_image")
@@ -382,9 +383,31 @@ class _StepBatches(torch.utils.data.Dataset):
         cfg = clip.model.visual.preprocess_cfg
         self.mean, self.std = tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3))
         self._epoch, self._permutation = -1, None
+        self._tokens: dict[str, torch.Tensor] = {}  # each distinct caption tokenized once
+        self.raw = self._raw_images(dataset, clip)
+
+    def _raw_images(self, dataset: Any, clip: LoadedClip) -> torch.Tensor | None:
+        """The dataset's uint8 image tensor (N, 3, H, W) when batches can be made from it in one vectorised step
+        (scale + normalise) that gives what ``clip.preprocess`` gives item by item (checked on two items), else None."""
+        from .datasets.shapes import to_model_input
+
+        images = getattr(dataset, "images", None)
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+                and images.shape[1] == 3 and len(images) == len(self.counts) >= 2
+                and tuple(images.shape[-2:]) == self.inputs.image_size):
+            return None
+        expected = torch.stack([self.inputs[0], self.inputs[1]])
+        fast = to_model_input(images[:2], self.mean, self.std)
+        return images if torch.allclose(fast, expected, atol=1e-5) else None
 
     def __len__(self) -> int:
         return self.config.steps
+
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
+        if missing:
+            self._tokens.update(zip(missing, self.tokenizer(missing)))
+        return torch.stack([self._tokens[t] for t in texts])
 
     def indices(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Global image indices (B,) and caption indices into the flat captions (B,) of one step."""
@@ -401,9 +424,14 @@ class _StepBatches(torch.utils.data.Dataset):
         index, caption_index = self.indices(step)
         positions = range(len(index))[self.local]
         index, caption_index = index[self.local], caption_index[self.local]
-        images = torch.stack([self.inputs[int(i)] for i in index])
+        if self.raw is not None:
+            from .datasets.shapes import to_model_input
+
+            images = to_model_input(self.raw[index], self.mean, self.std)
+        else:
+            images = torch.stack([self.inputs[int(i)] for i in index])
         batch = {"index": index, "caption_index": caption_index, "images": images,
-                 "tokens": self.tokenizer([self.flat[int(c)] for c in caption_index])}
+                 "tokens": self._tokenize([self.flat[int(c)] for c in caption_index])}
         if self.config.loss == "intra":
             batch["views"] = self._views(images, step, positions)
         return batch
@@ -471,8 +499,7 @@ class _Run:
         torch.manual_seed(config.seed)
         head = ProjectionHead(pipeline._embed_dim(base), config.projection_dim) if config.loss == "intra" else None
         self.trainee = _Trainee(model, head).to(self.device)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.trainee, config.weight_decay), lr=config.lr,
-                                           betas=(0.9, 0.98), eps=1e-6)
+        self.optimizer = adamw(_param_groups(self.trainee, config.weight_decay), lr=config.lr, device=self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.step, self.losses, self.logit_scales, self.elapsed = 0, [], [], 0.0
         device_ids = [self.device.index or 0] if self.device.type == "cuda" else None

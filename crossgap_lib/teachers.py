@@ -387,7 +387,12 @@ def teacher_embeddings(
 
     def text_chunk(start: int, stop: int) -> dict[str, torch.Tensor]:
         flat = [caption for captions in dataset.captions[start:stop] for caption in captions]
-        return {"embeddings": text_teacher.encode(flat).view(stop - start, n_captions, -1)}
+        new = list(dict.fromkeys(c for c in flat if c not in encoded))  # generated captions repeat a lot:
+        if new:                                                          # each distinct one is encoded once
+            encoded.update(zip(new, text_teacher.encode(new)))
+        return {"embeddings": torch.stack([encoded[c] for c in flat]).view(stop - start, n_captions, -1)}
+
+    encoded: dict[str, torch.Tensor] = {}
 
     results = []
     for kind, teacher, compute in (

@@ -21,6 +21,8 @@ Design (why it makes the paper's question meaningful offline):
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import re
 import textwrap
@@ -361,6 +363,17 @@ def make_shapes(split: str = "train", n: int = 1024, config: ShapesConfig | dict
     config = ShapesConfig(**config) if isinstance(config, dict) else (config or ShapesConfig())
     if not isinstance(config, ShapesConfig):
         raise ValueError(f"config: got {type(config).__name__}; expected ShapesConfig, dict or None")
+    parts = _generated(split, n, config, seed, progress)
+    return ShapesDataset(images=parts["images"], labels=parts["labels"], captions=[list(c) for c in parts["captions"]],
+                         class_names=config.class_names, attributes=dict(parts["attributes"]),
+                         attribute_names=copy.deepcopy(parts["attribute_names"]), config=config, split=split,
+                         seed=seed)
+
+
+@functools.lru_cache(maxsize=6)
+def _generated(split: str, n: int, config: ShapesConfig, seed: int, progress: bool) -> dict:
+    """The generated split (images, labels, captions, attributes), remembered for the process: the laboratory asks
+    for the same training split once per model it trains or fine-tunes (8192 images: about 5 s each time)."""
     stream = SPLITS[split]
     factors = config.class_factors
     n_classes = int(np.prod([len(v) for v in factors.values()]))
@@ -388,10 +401,9 @@ def make_shapes(split: str = "train", n: int = 1024, config: ShapesConfig | dict
                        "position": list(config.positions),
                        "rotation": [f"{360 * k // config.n_rotations} degrees" for k in range(config.n_rotations)],
                        "clutter": [f"{k} distractors" for k in range(config.max_distractors + 1)]}
-    return ShapesDataset(images=torch.from_numpy(images), labels=torch.from_numpy(labels).long(),
-                         captions=captions, class_names=config.class_names,
-                         attributes={k: torch.as_tensor(v, dtype=torch.long) for k, v in attributes.items()},
-                         attribute_names=attribute_names, config=config, split=split, seed=seed)
+    return {"images": torch.from_numpy(images), "labels": torch.from_numpy(labels).long(), "captions": captions,
+            "attributes": {k: torch.as_tensor(v, dtype=torch.long) for k, v in attributes.items()},
+            "attribute_names": attribute_names}
 
 
 GENERIC_PHRASES = ("a shape", "an object", "a picture", "a photo", "an image", "a drawing", "a background")
