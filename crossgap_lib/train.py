@@ -14,9 +14,9 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist

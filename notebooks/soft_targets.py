@@ -262,7 +262,8 @@ if soft is not None:
 # ## What soft targets do to the models
 #
 # In the laboratory the two models are the same trained CLIPs fine-tuned for the same steps on the same data, one
-# with each loss (see [the laboratory](lab)); both are measured on the same test queries. Two kinds of comparison, each with a 95% interval:
+# with each loss (see [the laboratory](lab)); both are measured on the same test queries. Two kinds of comparison,
+# each with a 95% interval:
 #
 # - a **gain** (OTI minus intra-modal retrieval, OVI minus intra-modal text retrieval, zero-shot accuracy with OTI
 #   features minus with the image features) is a per-query difference within each model, and `evidence.contrast`
