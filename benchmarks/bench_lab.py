@@ -10,9 +10,11 @@ Part 2 prints ratios against a baseline run in the same invocation:
 - a fine-tuning step with a fused AdamW against the per-tensor one (crossgap-small's full token embedding);
 - a fine-tuning batch of lab images made in one vectorised step against item by item through the PIL preprocess,
   and captions tokenized once against tokenized every step;
-- a training step with 2 OpenMP threads while a second CPU-bound process runs, with idle threads spinning
-  (``OMP_WAIT_POLICY=ACTIVE``, the OpenMP default) against sleeping (``PASSIVE``, what crossgap sets): the policy is
-  read when torch loads, so each side runs in a fresh subprocess, timed the same way.
+- a training step while a second CPU-bound process runs: 2 OpenMP threads spinning (``OMP_WAIT_POLICY=ACTIVE``,
+  the OpenMP default) or sleeping (``PASSIVE``) against 1 thread, what the laboratory picks there
+  (``lab.free_cores``); and on an idle machine, 2 sleeping threads against 2 spinning ones (why crossgap keeps the
+  default policy and sizes threads instead). The policy is read when torch loads, so each runs in a fresh
+  subprocess, timed the same way.
 
     python benchmarks/bench_lab.py [--quick]
 """
@@ -185,7 +187,7 @@ _CHILD = """
 import time, torch, open_clip
 import crossgap_lib.models
 from open_clip import ClipLoss
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 m = open_clip.create_model("crossgap-small")
 opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
 img, tok = torch.randn(128, 3, 64, 64), torch.randint(1, 400, (128, 16))
@@ -207,18 +209,21 @@ def _busy(seconds: float) -> None:
         x += 1
 
 
-def _shared_machine_step(policy: str, steps: int) -> float:
-    """Seconds per training step (2 threads) in a subprocess with OMP_WAIT_POLICY=policy, beside a busy process."""
-    busy = multiprocessing.Process(target=_busy, args=(600,))
-    busy.start()
+def _step_in_child(policy: str, threads: int, steps: int, beside_busy: bool) -> float:
+    """Seconds per training step in a fresh subprocess with ``OMP_WAIT_POLICY=policy`` and ``threads`` threads,
+    alone or beside a busy process (the policy is read when torch loads, hence the subprocess)."""
+    busy = multiprocessing.Process(target=_busy, args=(600,)) if beside_busy else None
+    if busy is not None:
+        busy.start()
     try:
-        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": "2"}
-        out = subprocess.run([sys.executable, "-c", _CHILD.format(steps=steps)], env=env, capture_output=True,
-                             text=True, check=True)
+        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(threads)}
+        out = subprocess.run([sys.executable, "-c", _CHILD.format(steps=steps, threads=threads)], env=env,
+                             capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
     finally:
-        busy.terminate()
-        busy.join()
+        if busy is not None:
+            busy.terminate()
+            busy.join()
 
 
 def main() -> None:
@@ -255,9 +260,14 @@ def main() -> None:
     print(f"fine-tuning batch of 128 lab images: item by item {1000 * itemwise:.1f} ms, vectorised "
           f"{1000 * vectorised:.1f} ms -> ratio {itemwise / vectorised:.1f}x; captions: tokenized each step "
           f"{1000 * tokenize:.1f} ms, tokenized once {1000 * lookup:.2f} ms -> ratio {tokenize / lookup:.0f}x")
-    active, passive = _shared_machine_step("ACTIVE", steps), _shared_machine_step("PASSIVE", steps)
-    print(f"training step beside a busy process, 2 threads: spinning {1000 * active:.0f} ms, sleeping "
-          f"{1000 * passive:.0f} ms -> ratio {active / passive:.2f}x")
+    spin_busy, one_busy = _step_in_child("ACTIVE", 2, steps, True), _step_in_child("ACTIVE", 1, steps, True)
+    sleep_busy = _step_in_child("PASSIVE", 2, steps, True)
+    print(f"training step beside a busy process: 2 spinning threads {1000 * spin_busy:.0f} ms, 2 sleeping threads "
+          f"{1000 * sleep_busy:.0f} ms, 1 thread (what free_cores() picks) {1000 * one_busy:.0f} ms -> ratios "
+          f"{spin_busy / one_busy:.2f}x and {sleep_busy / one_busy:.2f}x")
+    spin_idle, sleep_idle = _step_in_child("ACTIVE", 2, steps, False), _step_in_child("PASSIVE", 2, steps, False)
+    print(f"training step on an idle machine, 2 threads: sleeping {1000 * sleep_idle:.0f} ms, spinning (the OpenMP "
+          f"default, which crossgap keeps) {1000 * spin_idle:.0f} ms -> ratio {sleep_idle / spin_idle:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,6 @@ re-exported lazily so that ``import crossgap_lib`` stays cheap.
 from __future__ import annotations
 
 import importlib
-import os
-
-# Sleep, do not spin, in idle OpenMP threads (read when torch first loads, so only if crossgap_lib is imported first):
-# on a machine shared with another CPU-bound process, spinning threads made lab training about 5x slower. Set
-# OMP_WAIT_POLICY yourself to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

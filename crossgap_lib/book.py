@@ -42,9 +42,6 @@ from typing import Any
 
 import yaml
 
-# OpenMP threads that wait by sleeping, not spinning: with another CPU-bound process on the machine, spinning torch
-# threads slowed a lab training step about 5x (benchmarks/bench_lab.py measures it); the user's own setting wins
-WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = Path(__file__).resolve().parent
 NOTEBOOKS = ROOT / "notebooks"  # the jupytext notebooks named in profiles.yml's stages
@@ -547,7 +544,7 @@ def execute_profile(
             # progress bars land in the executed notebook (the pages drop stderr): one refresh per 5 s, not per 0.1 s
             job["env"] = {"MPLBACKEND": INLINE_BACKEND, "TQDM_MININTERVAL": "5", **profile.env,
                           "CROSSGAP_CACHE": str(cache), "OMP_NUM_THREADS": threads, "CROSSGAP_THREADS": threads,
-                          "OMP_WAIT_POLICY": WAIT_POLICY, PROGRESS_ENV: job["progress"]}
+                          PROGRESS_ENV: job["progress"]}
         log(f"[book] stage {index}/{len(stages)}: {', '.join(j['name'] for j in todo)} ({workers} at a time, "
             f"{threads} thread{'' if threads == '1' else 's'} each)")
         outcomes = run_jobs(todo, workers, log=log)
@@ -720,7 +717,7 @@ def run_one(notebook: Path, profile_name: str, overrides: list[tuple[str, str]],
                progress=str(output.parent / f".{output.stem}.progress.log"),
                env={"MPLBACKEND": INLINE_BACKEND, "TQDM_MININTERVAL": "5", **profile.env,
                     "CROSSGAP_CACHE": str(cache if cache.is_absolute() else ROOT / cache),
-                    "OMP_NUM_THREADS": threads, "CROSSGAP_THREADS": threads, "OMP_WAIT_POLICY": WAIT_POLICY})
+                    "OMP_NUM_THREADS": threads, "CROSSGAP_THREADS": threads})
     job["env"][PROGRESS_ENV] = job["progress"]
     outcome = run_jobs([job], 1, log=log)[notebook.stem]
     Path(job["progress"]).unlink(missing_ok=True)

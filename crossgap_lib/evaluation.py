@@ -1005,10 +1005,6 @@ def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | No
         if isinstance(state, dict) and "values" in state:
             return Evidence.from_state(state)
         threads = torch.get_num_threads()
-        if spec["kind"] == "lab":  # as many threads as asked for and as there are idle cores (crossgap_lib.lab)
-            from .lab import free_cores
-
-            torch.set_num_threads(min(opened.config.num_threads, free_cores()))
         try:
             return _evaluate(spec, opened, folder, result_path, device, cache, progress)
         finally:
@@ -1049,6 +1045,10 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
             and entry.seed in curve_seeds
         first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
         if unit is None or (wants_curve and "curve" not in unit):
+            if spec["kind"] == "lab":  # per model: as many threads as asked for and as cores are idle now (lab.py)
+                from .lab import free_cores
+
+                torch.set_num_threads(min(opened.config.num_threads, free_cores()))
             result = evaluate_model(entry, opened, device, cache, progress, keep_features=first_seed)
             clip, tasks = result.pop("clip"), result.pop("tasks")
             if wants_curve:

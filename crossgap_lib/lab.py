@@ -155,6 +155,10 @@ class LabConfig:
                                  f"got {curve['focus']!r}")
             if curve["record"] != "log" and not (isinstance(curve["record"], int) and curve["record"] >= 1):
                 raise ValueError(f"oti_curve record must be 'log' or a positive int, got {curve['record']!r}")
+        if self.span_ks is not None and (not isinstance(self.span_ks, list) or not self.span_ks or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.span_ks)):
+            raise ValueError(f"span_ks must be None (gap.default_span_ks) or a non-empty list of ints >= 1, got "
+                             f"{self.span_ks!r}")
         if "{}" not in self.prompt_template or "{}" not in self.inversion("oti").template:
             raise ValueError("prompt_template and the OTI template must each hold one '{}'")
 

@@ -168,11 +168,6 @@ def measure(evidence, n_boot: int = 2000) -> dict:
     return measured
 
 
-def _null_parts(key: str, measured: dict) -> tuple[dict | None, str]:
-    """The effect a no-effect claim's margin test is on, and which test."""
-    return measured.get(f"{key}_level"), "equivalence" if key == "slip" else "non-superiority"
-
-
 def decide(claims: list, measured: dict, checks: dict[str, list[Check]], margin: float | None = None) -> dict:
     """Verdict of every claim (:class:`Decision`), with Holm's correction across the measured claims.
 
@@ -189,7 +184,10 @@ def decide(claims: list, measured: dict, checks: dict[str, list[Check]], margin:
         sign = 1.0 if claim.reported_delta > 0 else -1.0
         one_sided = stats.non_superiority_p(effect["boot"] * -sign, 0.0)  # P-value of "effect has the reported sign"
         if claim.key in NULL_CLAIMS:
-            level, test = _null_parts(claim.key, measured)
+            # the margin test is on the model's own gain: SLIP's within +-margin of zero (equivalence), the
+            # gap-closed model's below +margin (non-superiority: a negative gain also means "inversion is useless")
+            level = measured.get(f"{claim.key}_level")
+            test = "equivalence" if claim.key == "slip" else "non-superiority"
             if level is None or "boot" not in level:
                 continue
             p_null = stats.equivalence_p(level["boot"], margin) if test == "equivalence" else \

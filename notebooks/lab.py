@@ -15,7 +15,8 @@
 #
 # Real CLIP weights and the paper's datasets cannot be downloaded on the machine that builds the default book. So the
 # book brings its own laboratory: a generated dataset of coloured shapes with captions, and tiny CLIP models (open_clip
-# architectures, a few million parameters) trained on it from scratch, several times with different seeds. With the
+# architectures, a few million parameters) trained on it from scratch, several times with different seeds, and
+# fine-tuned from there for the temperature and soft-target manipulations, as the paper fine-tunes CLIP. With the
 # paper's models (GPU build) or their dry run (the paper's architectures with random weights), this page lists the
 # models instead; nothing is trained, so there are no training curves.
 #
@@ -100,6 +101,11 @@ display(Markdown(
 #   relevance stays the class, so two captions can share words without sharing the class (with class-only
 #   paraphrases, text-to-text retrieval is perfect and a text-side method can only lose);
 # - **power**: every setting is trained with several seeds, and every interval runs over seeds and queries;
+# - **manipulations by fine-tuning**: the fixed-temperature models (T = 1, T = 0.01) and the soft-target models are
+#   the trained CLIPs fine-tuned with `crossgap_lib.finetune` (the function the paper profile uses), each beside the
+#   same fine-tuning with CLIP's loss and learnt temperature (`clip ft`), so that only the manipulated part differs;
+# - **budget**: the whole book builds cold in under 25 minutes on 2 cores; the from-scratch models train for 768
+#   steps (`benchmarks/bench_lab.py` prints where each model's time goes);
 # - **the intra-modal term's views are SimCLR's** (random resized crop, flip, colour jitter), which randomise
 #   position, scale and brightness but keep background colour and texture. Views that also redraw the background
 #   were considered and not used: the generator can only produce them by re-rendering the same object, i.e. the same

@@ -76,3 +76,32 @@ def test_measure_claims_slip_uses_table3_effect(paper_like):
     assert measured["slip"]["what"] == "`SLIP B/16` vs `CLIP B/32`"
     reported = next(c for c in claims.reported_claims() if c.key == "slip")
     assert reported.reported_delta < 0 and measured["slip"]["high"] < 0  # a reproduction that agrees
+
+
+def _models_only(rows: list[dict]) -> Evidence:
+    return Evidence(source={}, models=pd.DataFrame(rows), values=pd.DataFrame(), per_query={}, features={}, curve={},
+                    training={}, timings={})
+
+
+def test_soft_pair_prefers_the_clip_loss_fine_tuning_of_the_same_base():
+    nan = float("nan")
+    evidence = _models_only([
+        {"label": "clip", "family": "clip", "temperature": nan, "finetuned from": ""},
+        {"label": "clip ft T=1", "family": "clip", "temperature": 1.0, "finetuned from": "clip"},
+        {"label": "clip ft", "family": "clip", "temperature": nan, "finetuned from": "clip"},
+        {"label": "soft ft", "family": "soft", "temperature": nan, "finetuned from": "clip"},
+        {"label": "soft ft tau=0.2", "family": "soft", "temperature": nan, "finetuned from": "clip"},
+    ])
+    assert claims.soft_pair(evidence) == ("soft ft", "clip ft")
+    assert claims.soft_variants(evidence, "clip ft") == ["soft ft", "soft ft tau=0.2"]
+    assert claims.soft_variants(evidence, "clip") == []  # trained from scratch: no fine-tuned variants of it
+
+
+def test_soft_pair_falls_back_to_the_base_clip_without_a_matched_control():
+    paper = _models_only([  # the paper profile: CLIP B/32 and its soft-target fine-tuning, no CLIP-loss fine-tuning
+        {"label": "CLIP B/32", "family": "clip", "temperature": None},
+        {"label": "CLIP B/32 T=1", "family": "clip", "temperature": 1.0},
+        {"label": "CLIP B/32 soft", "family": "soft", "temperature": None},
+    ])
+    assert claims.soft_pair(paper) == ("CLIP B/32 soft", "CLIP B/32")
+    assert claims.soft_pair(_models_only([{"label": "c", "family": "clip", "temperature": None}])) == (None, "c")

@@ -74,6 +74,21 @@ def test_fixed_temperature_stays_at_one_over_t_and_the_base_is_untouched(shapes,
                                                  fixed.clip.model.state_dict().values()))
 
 
+@pytest.mark.parametrize("image_size", [32, 40])  # the model's size: one vectorised step; another: item by item
+def test_batches_of_an_image_tensor_match_the_preprocess_item_by_item(image_size):
+    from crossgap_lib.finetune import _StepBatches
+
+    clip = micro()
+    dataset = make_shapes("train", n=16, config={"image_size": image_size, "n_captions": 2, "max_distractors": 1})
+    batches = _StepBatches(dataset, dataset.captions, clip, tiny(batch_size=8), slice(None))
+    assert (batches.raw is not None) == (image_size == 32)
+    batch = batches[3]
+    expected = torch.stack([clip.preprocess(dataset[int(i)][0]) for i in batch["index"]])
+    assert torch.allclose(batch["images"], expected, atol=1e-5)
+    texts = [batches.flat[int(c)] for c in batch["caption_index"]]
+    assert torch.equal(batch["tokens"], clip.tokenizer(texts))  # each distinct caption tokenized once, same tokens
+
+
 def test_loss_decreases_on_a_tiny_run(tmp_path):
     """16 images with one caption each: the pairs are learnt, well below the chance loss log(batch)."""
     data = make_shapes("train", n=16, config={"image_size": 32, "n_captions": 1, "max_distractors": 0})

@@ -48,6 +48,8 @@ def test_presets_live_in_profiles_and_are_literals():
         ({"settings": [{"name": "a", "tasks": ["images"]}]}, "tasks must be a non-empty list"),
         ({"settings": [{"name": "a", "seeds": []}]}, "seeds must be a non-empty list"),
         ({"prompt_template": "a photo"}, "one '\\{\\}'"),
+        ({"span_ks": [0, 8]}, "span_ks must be None"),
+        ({"span_ks": 8}, "span_ks must be None"),
     ],
 )
 def test_config_validation(change, match):
@@ -79,6 +81,19 @@ def test_setting_becomes_train_config():
     assert train.temperature == 1.0 and train.seed == 3 and train.model == "crossgap-micro"
     assert train.data == {"n_captions": 2, "nuisance_caption_rate": 0.5}
     assert train.n_train == config.train["n_train"]
+
+
+def test_fine_tuned_setting_becomes_finetune_config():
+    config = LabConfig()
+    soft = next(s for s in config.settings if s["name"] == "soft ft tau=0.2")
+    recipe = config.recipe(soft, seed=2)
+    assert type(recipe).__name__ == "FinetuneConfig"
+    assert (recipe.loss, recipe.soft_target_temperature, recipe.seed) == ("soft", 0.2, 2)
+    assert recipe.steps == config.finetune["steps"] and recipe.lr == config.finetune["lr"]
+    scratch = next(s for s in config.settings if s["name"] == "clip")
+    assert type(config.recipe(scratch, seed=2)).__name__ == "TrainConfig"
+    with pytest.raises(ValueError, match="trained from scratch"):
+        config.finetune_config(scratch, seed=0)
 
 
 def test_run_lab_refuses_a_dict():

@@ -15,6 +15,7 @@ from crossgap_lib.datasets.shapes import (
     SIZE_RADIUS,
     TEXTURES,
     ShapesConfig,
+    _generated,
     _shape_mask,
     describe,
     make_shapes,
@@ -40,7 +41,9 @@ def train64():
 
 
 def test_same_seed_same_bytes_other_seed_or_split_differs(train64):
+    _generated.cache_clear()  # generate again rather than read what the process remembers
     again = make_shapes("train", n=160, seed=0)
+    assert again.images is not train64.images
     assert torch.equal(train64.images, again.images) and train64.images.dtype == torch.uint8
     assert train64.captions == again.captions and torch.equal(train64.labels, again.labels)
     assert all(torch.equal(train64.attributes[k], again.attributes[k]) for k in train64.attributes)
@@ -243,3 +246,12 @@ def test_module_tables_are_consistent():
     words += [w for v in PATTERN_WORDS.values() for w in v]
     nuisance = _nuisance_words(ShapesConfig())
     assert not any(_mentions(w, nuisance) for w in words)  # class words never name a nuisance value
+
+
+def test_a_remembered_split_is_a_fresh_dataset_object():
+    first = make_shapes("val", n=40, seed=5)
+    first.transform = lambda image: "changed"
+    first.captions[0].append("an extra caption")
+    second = make_shapes("val", n=40, seed=5)
+    assert second.images is first.images  # remembered: not generated twice in one process
+    assert second.transform is None and second.captions[0] != first.captions[0]  # but its own wrapper and captions

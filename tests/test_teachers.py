@@ -223,6 +223,19 @@ def test_teacher_embeddings_cache_reuse_and_recompute(tmp_path):
     assert len(list(tmp_path.glob("teacher_image/*/result.pt"))) == 2
 
 
+def test_teacher_embeddings_encode_each_distinct_caption_once(tmp_path):
+    dataset = _FakeDataset(n=6, n_captions=2)
+    dataset.captions = [[f"a {c} shape", "a shape"] for c in ("red", "blue", "red", "green", "blue", "red")]
+    text_teacher = _CountingTextTeacher()
+    _, text_emb = teacher_embeddings(dataset, ImageTeacher(_tiny_image_model(0)), text_teacher, cache_dir=tmp_path,
+                                     chunk_size=2, progress=False)
+    encoded = [t for call in text_teacher.calls for t in call]
+    assert sorted(encoded) == sorted({c for captions in dataset.captions for c in captions})  # 4 distinct, not 12
+    for i, captions in enumerate(dataset.captions):
+        for c, caption in enumerate(captions):
+            assert torch.allclose(text_emb[i, c], text_teacher.encode([caption])[0], atol=1e-6)
+
+
 def test_teacher_embeddings_resume_after_interruption(tmp_path):
     dataset = _FakeDataset(n=6, n_captions=1)
     text_teacher = _CountingTextTeacher()

@@ -92,6 +92,16 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ augmentations
+def test_tokenize_unique_equals_the_tokenizer():
+    import open_clip
+
+    from crossgap_lib.train import tokenize_unique
+
+    tokenizer = open_clip.get_tokenizer("crossgap-small")
+    texts = ["a red circle", "a blue square", "a red circle", "a star", "a blue square"]
+    assert torch.equal(tokenize_unique(tokenizer, texts), tokenizer(texts))
+
+
 def test_augment_views_is_seeded_and_changes_images():
     images = (torch.rand(6, 3, 32, 32) * 255).to(torch.uint8)
     first = augment_views(images, torch.Generator().manual_seed(0))
