@@ -258,6 +258,9 @@ class _LabSource:
         zero_shot = [ZeroShotTask("shapes", test, list(test.class_names))]
         return {"image": [image] if "image" in wanted else [], "text": text if "text" in wanted else [],
                 "zero_shot": zero_shot if "zero_shot" in wanted else [],
+                # the Intra-OTI control (the gallery inverted too) on the first setting only, the CLIP the appendix
+                # reads: inverting the 2048-image gallery of every model was a quarter of the lab's evaluation time
+                "intra_oti": entry.label == c.settings[0]["name"],
                 "gap": image, "prompt": c.prompt_template,
                 "vocabulary": lab_vocabulary(test.config), "span_ks": c.span_ks}
 
@@ -931,7 +934,7 @@ def _parameters(clip) -> dict:
 
 
 def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, progress: bool,
-                   keep_features: bool) -> dict:
+                   first_seed: bool) -> dict:
     """The protocol on one model: values, per-query values, features and training info (a storable dict)."""
     t0 = time.perf_counter()
     clip, info = entry.load(device)
@@ -953,8 +956,8 @@ def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, p
         values, pq, feats = _image_task(clip, entry, task, tasks, cache, progress, span_inputs)
         add("image", task.dataset, values)
         per_query[f"image|{task.dataset}"] = pq
-        figure = feats.pop("figure", figure) if keep_features else None
-        if keep_features and not features:
+        figure = feats.pop("figure", figure) if first_seed else None
+        if first_seed and not features:
             features = {"dataset": task.dataset, **feats}
     for task in tasks["text"]:
         values, pq = _text_task(clip, entry, task, cache, progress)
@@ -966,7 +969,8 @@ def evaluate_model(entry: ModelEntry, source, device: str, cache: Path | None, p
         per_query[f"zero_shot|{task.dataset}"] = pq
     model_values = _gap_values(clip, tasks["gap"], tasks["prompt"], cache, progress)
     model_values["logit scale"] = float(clip.model.logit_scale.detach().exp())
-    model_values.update(_latency(clip, entry, tasks, cache, progress))
+    if first_seed:  # the first seed of each model: the time depends on the architecture and settings, not the seed
+        model_values.update(_latency(clip, entry, tasks, cache, progress))
     add("model", tasks["gap"].dataset if tasks["gap"] is not None else "-", {"model": model_values})
     if figure is not None:
         features["figure"] = figure
@@ -1049,7 +1053,7 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
                 from .lab import free_cores
 
                 torch.set_num_threads(min(opened.config.num_threads, free_cores()))
-            result = evaluate_model(entry, opened, device, cache, progress, keep_features=first_seed)
+            result = evaluate_model(entry, opened, device, cache, progress, first_seed=first_seed)
             clip, tasks = result.pop("clip"), result.pop("tasks")
             if wants_curve:
                 t0 = time.perf_counter()

@@ -54,14 +54,17 @@ def test_lab_evidence_holds_every_model_task_and_method(lab):
     settings = load_source("lab-smoke")["lab"]["settings"]
     assert lab.labels == [s["name"] for s in settings]
     assert dict(zip(lab.models["label"], lab.models["family"])) == {
-        "clip": "clip", "clip ft T=0.01": "clip", "clip ft T=1": "clip", "soft": "soft", "intra": "slip"}
+        "clip": "clip", "clip ft T=0.01": "clip", "clip ft T=1": "clip", "clip ft": "clip", "soft ft": "soft",
+        "soft ft image teacher": "soft", "intra": "slip"}
     assert lab.models.set_index("label")["finetuned from"].to_dict()["clip ft T=1"] == "clip"
     assert lab.seeds("clip") == [0, 1] and lab.datasets("image") == ["shapes"]
     assert lab.methods("image") == ["intra", "oti", "center", "shift", "pca_k4", "pca_k8", "pca_k16", "pca_k24",
                                     "isoclip", "prompt", "caption", "oti both"]
     assert lab.methods("text") == ["intra", "ovi"] and lab.methods("zero_shot") == ["inter", "oti"]
     gap = lab.model_values("gap centroid distance")
-    assert len(gap) == 10 and (gap["value"] > 0).all()
+    assert len(gap) == 14 and (gap["value"] > 0).all()
+    with_control = {m for m in lab.labels if lab.has(m, "image", "shapes", "oti both")}
+    assert with_control == {"clip"}  # the Intra-OTI control: the first setting only
     scales = lab.model_values("logit scale").set_index(["model", "seed"])["value"]
     assert scales[("clip ft T=1", 0)] == pytest.approx(1.0) and scales[("clip ft T=0.01", 1)] == pytest.approx(100.0)
     assert lab.datasets("text") == ["shapes"] and not lab.has("clip ft T=1", "text", "shapes", "ovi")  # tasks subset
@@ -204,14 +207,15 @@ def test_lab_caption_is_the_ground_truth_caption_against_the_gallery(lab):
 
 
 def test_latency_and_device_are_stored_per_model(lab):
-    oti = lab.model_values("OTI s/query")
-    assert len(oti) == sum(len(lab.seeds(m)) for m in lab.labels) and (oti["value"] > 0).all()
+    oti = lab.model_values("OTI s/query")  # the first seed of each model: timing does not depend on the seed
+    assert sorted(zip(oti["model"], oti["seed"])) == sorted((m, lab.seeds(m)[0]) for m in lab.labels)
+    assert (oti["value"] > 0).all()
     ovi = lab.model_values("OVI s/query")
     assert len(ovi) > 0 and (ovi["value"] > 0).all()
     assert lab.timings["device"] and lab.timings["device"] in set(lab.models["device"])
     assert lab.timings["tasks"] >= 0
     for metric in ("gap centroid distance", "gap matched cosine"):  # the modality gap of every model and seed
-        assert len(lab.model_values(metric)) == len(oti)
+        assert len(lab.model_values(metric)) == sum(len(lab.seeds(m)) for m in lab.labels)
 
 
 def _micro_task(gallery_is_queries: bool):
