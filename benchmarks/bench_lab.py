@@ -10,6 +10,8 @@ Part 2 prints ratios against a baseline run in the same invocation:
 - a fine-tuning step with a fused AdamW against the per-tensor one (crossgap-small's full token embedding);
 - a fine-tuning batch of lab images made in one vectorised step against item by item through the PIL preprocess,
   and captions tokenized once against tokenized every step;
+- training throughput on two idle cores: two single-thread processes side by side (how the laboratory evaluates
+  its models, ``evaluation._units_in_parallel``) against one process with two threads;
 - a training step while a second CPU-bound process runs: 2 OpenMP threads spinning (``OMP_WAIT_POLICY=ACTIVE``,
   the OpenMP default) or sleeping (``PASSIVE``) against 1 thread, what the laboratory picks there
   (``lab.free_cores``); and on an idle machine, 2 sleeping threads against 2 spinning ones (why crossgap keeps the
@@ -226,6 +228,14 @@ def _step_in_child(policy: str, threads: int, steps: int, beside_busy: bool) -> 
             busy.join()
 
 
+def _two_single_thread_children(steps: int) -> float:
+    """Seconds per step of each of two single-thread processes training side by side (the laboratory's workers)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    children = [subprocess.Popen([sys.executable, "-c", _CHILD.format(steps=steps, threads=1)], env=env,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    return sum(float(child.communicate()[0].strip().splitlines()[-1]) for child in children) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes (seconds), for `make bench`")
@@ -260,6 +270,10 @@ def main() -> None:
     print(f"fine-tuning batch of 128 lab images: item by item {1000 * itemwise:.1f} ms, vectorised "
           f"{1000 * vectorised:.1f} ms -> ratio {itemwise / vectorised:.1f}x; captions: tokenized each step "
           f"{1000 * tokenize:.1f} ms, tokenized once {1000 * lookup:.2f} ms -> ratio {tokenize / lookup:.0f}x")
+    two_threads, side_by_side = _step_in_child("ACTIVE", 2, steps, False), _two_single_thread_children(steps)
+    print(f"training throughput on 2 idle cores: one process with 2 threads {1 / two_threads:.1f} steps/s, two "
+          f"single-thread processes side by side {2 / side_by_side:.1f} steps/s -> ratio "
+          f"{two_threads * 2 / side_by_side:.2f}x (the laboratory's worker processes)")
     spin_busy, one_busy = _step_in_child("ACTIVE", 2, steps, True), _step_in_child("ACTIVE", 1, steps, True)
     sleep_busy = _step_in_child("PASSIVE", 2, steps, True)
     print(f"training step beside a busy process: 2 spinning threads {1000 * spin_busy:.0f} ms, 2 sleeping threads "

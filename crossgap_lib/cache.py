@@ -8,6 +8,7 @@ flight and a rerun picks up where it stopped. A chunk that fails to load is reco
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -232,3 +233,23 @@ class ChunkStore:
             return result
         self.compute_chunks(compute_fn, progress=progress, desc=desc)
         return self.merge()
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike):
+    """An exclusive advisory lock on the file ``path`` (created with its folder) for the block: processes that compute
+    the same cached result (parallel notebooks, the laboratory's worker processes) take turns, and the second finds
+    the first's result. Where ``fcntl`` is missing (Windows), no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

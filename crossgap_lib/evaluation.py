@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from . import gap, metrics, pipeline
-from .cache import atomic_save, cache_key, check_writable, default_cache_root, safe_load
+from .cache import atomic_save, cache_key, check_writable, default_cache_root, exclusive, safe_load
 from .inversion import InversionConfig
 from .models import WEIGHTS_ENV
 from .templates import clean_classname, format_prompts, zero_shot_prompt
@@ -1004,7 +1004,7 @@ def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | No
     if isinstance(state, dict) and "values" in state:
         return Evidence.from_state(state)
     folder.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder / ".lock"):  # another process computing the same evidence: wait for it, then read it
+    with exclusive(folder / ".lock"):  # another process computing the same evidence: wait for it, then read it
         state = safe_load(result_path) if result_path.exists() else None
         if isinstance(state, dict) and "values" in state:
             return Evidence.from_state(state)
@@ -1015,17 +1015,84 @@ def evaluate(source: str | dict, device: str = "cpu", cache_dir: str | Path | No
             torch.set_num_threads(threads)
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    """An exclusive advisory lock on ``path`` for the block (parallel notebooks share one evidence computation)."""
-    import fcntl
+def _wants_curve(curve_spec: dict | None, entries: list[ModelEntry], entry: ModelEntry) -> tuple[bool, list[int]]:
+    """Whether the OTI curve is measured on this model and seed, and the curve's seeds."""
+    seeds = [] if curve_spec is None else curve_spec.get("seeds", [curve_spec.get("seed", entry.seed)])
+    return curve_spec is not None and entry.label == curve_spec.get("model", entries[0].label) \
+        and entry.seed in seeds, seeds
 
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+def _compute_unit(opened, entries: list[ModelEntry], i: int, unit_path: Path, device: str, cache: Path,
+                  progress: bool) -> dict:
+    """Evaluate model ``i`` (and its OTI curve where wanted), save the unit to ``unit_path`` and return it."""
+    entry, curve_spec = entries[i], opened.curve()
+    wants_curve, curve_seeds = _wants_curve(curve_spec, entries, entry)
+    first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
+    result = evaluate_model(entry, opened, device, cache, progress, first_seed=first_seed)
+    clip, tasks = result.pop("clip"), result.pop("tasks")
+    if wants_curve:
+        t0 = time.perf_counter()
+        task = next((t for t in tasks["image"] if t.dataset == curve_spec.get("dataset", t.dataset)), None)
+        if task is None:
+            raise ValueError(f"the OTI curve's dataset {curve_spec.get('dataset')!r} is not among the source's "
+                             f"image datasets {[t.dataset for t in tasks['image']]}")
+        result["curve"] = _oti_curve(clip, entry, task, curve_spec, cache, progress,
+                                     focus_only=entry.seed != curve_seeds[0])
+        result["seconds"]["curve"] = time.perf_counter() - t0
+    atomic_save(result, unit_path)
+    return result
+
+
+_WORKER: dict = {}  # a pool worker's opened source and models, built once per worker process
+
+
+def _worker_init(spec: dict, cache: str) -> None:
+    torch.set_num_threads(1)
+    opened = _open_source(spec, Path(cache), progress=False)
+    _WORKER.update(opened=opened, entries=opened.models())
+
+
+def _worker_unit(i: int, unit_path: str, device: str, cache: str) -> float:
+    """Compute one unit in a pool worker; returns its seconds (the unit itself goes to disk)."""
+    t0 = time.perf_counter()
+    _compute_unit(_WORKER["opened"], _WORKER["entries"], i, Path(unit_path), device, Path(cache), progress=False)
+    return time.perf_counter() - t0
+
+
+def _units_in_parallel(spec: dict, opened, entries: list[ModelEntry], folder: Path, device: str, cache: Path) -> None:
+    """Laboratory on a CPU: compute the missing units in worker processes of one thread each, as many as the config's
+    threads and the idle cores allow (two single-thread processes train a tiny CLIP about 1.3x faster than one with
+    two threads; benchmarks/bench_lab.py). Shared steps (a base model's training, the teachers' embeddings) are
+    file-locked, so a worker that needs one another is computing waits for it. With one worker: nothing to do here,
+    the caller's loop computes the units."""
+    import concurrent.futures
+    import multiprocessing
+
+    from .lab import free_cores
+    from .progress import report_progress, time_left
+
+    if device != "cpu":
+        return
+    workers = min(opened.config.num_threads, free_cores())
+    todo = []
+    for i, entry in enumerate(entries):
+        path = folder / "units" / f"{i:03d}.pt"
+        unit = safe_load(path) if path.exists() else None
+        if unit is None or (_wants_curve(opened.curve(), entries, entry)[0] and "curve" not in unit):
+            todo.append((i, path))
+    if workers < 2 or len(todo) < 2:
+        return
+    (folder / "units").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                                initargs=(spec, str(cache))) as pool:
+        futures = {pool.submit(_worker_unit, i, str(path), device, str(cache)): i for i, path in todo}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            future.result()  # a worker's error is raised here
+            entry = entries[futures[future]]
+            report_progress(f"evaluate {spec['name']}: model {done}/{len(todo)} ({entry.label}, seed {entry.seed}) "
+                            f"done in {workers} processes, {time_left(started, done, len(todo))}")
 
 
 def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, cache: Path,
@@ -1037,6 +1104,8 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
     started = time.perf_counter()
     entries = opened.models()
     curve_spec = opened.curve()
+    if spec["kind"] == "lab":
+        _units_in_parallel(spec, opened, entries, folder, device, cache)
     rows, per_query, features, training, model_rows = [], {}, {}, {}, {}
     timings = {"load": 0.0, "evaluate": 0.0, "curve": 0.0}
     curve: dict = {}
@@ -1044,28 +1113,14 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
     for i, entry in enumerate(bar):
         unit_path = folder / "units" / f"{i:03d}.pt"
         unit = safe_load(unit_path) if unit_path.exists() else None
-        curve_seeds = [] if curve_spec is None else curve_spec.get("seeds", [curve_spec.get("seed", entry.seed)])
-        wants_curve = curve_spec is not None and entry.label == curve_spec.get("model", entries[0].label) \
-            and entry.seed in curve_seeds
+        wants_curve, curve_seeds = _wants_curve(curve_spec, entries, entry)
         first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
         if unit is None or (wants_curve and "curve" not in unit):
             if spec["kind"] == "lab":  # per model: as many threads as asked for and as cores are idle now (lab.py)
                 from .lab import free_cores
 
                 torch.set_num_threads(min(opened.config.num_threads, free_cores()))
-            result = evaluate_model(entry, opened, device, cache, progress, first_seed=first_seed)
-            clip, tasks = result.pop("clip"), result.pop("tasks")
-            if wants_curve:
-                t0 = time.perf_counter()
-                task = next((t for t in tasks["image"] if t.dataset == curve_spec.get("dataset", t.dataset)), None)
-                if task is None:
-                    raise ValueError(f"the OTI curve's dataset {curve_spec.get('dataset')!r} is not among the source's "
-                                     f"image datasets {[t.dataset for t in tasks['image']]}")
-                result["curve"] = _oti_curve(clip, entry, task, curve_spec, cache, progress,
-                                             focus_only=entry.seed != curve_seeds[0])
-                result["seconds"]["curve"] = time.perf_counter() - t0
-            unit = result
-            atomic_save(unit, unit_path)
+            unit = _compute_unit(opened, entries, i, unit_path, device, cache, progress)
         for row in unit["rows"]:
             rows.append({"model": entry.label, "seed": entry.seed, "family": entry.family, **row})
         for key, value in unit["per_query"].items():

@@ -67,7 +67,16 @@ import torch.nn as nn
 from PIL import Image, ImageOps
 
 from . import pipeline
-from .cache import CACHE_ENV, atomic_save, cache_key, check_writable, default_cache_root, module_fingerprint, safe_load
+from .cache import (
+    CACHE_ENV,
+    atomic_save,
+    cache_key,
+    check_writable,
+    default_cache_root,
+    exclusive,
+    module_fingerprint,
+    safe_load,
+)
 from .models import LoadedClip
 from .train import (
     LOSSES,
@@ -622,10 +631,6 @@ def finetune_clip(clip: LoadedClip, dataset: Any, config: FinetuneConfig | None 
     ``callback(step, loss)`` runs after every optimiser step (an exception raised there interrupts the run, which
     resumes from the last saved state on the next call). Training runs on ``clip``'s device.
     """
-    from tqdm.auto import tqdm
-
-    from .progress import report_progress, time_left
-
     config = FinetuneConfig() if config is None else config
     if not isinstance(config, FinetuneConfig):
         raise ValueError(f"config must be a FinetuneConfig, got {type(config).__name__}")
@@ -641,6 +646,22 @@ def finetune_clip(clip: LoadedClip, dataset: Any, config: FinetuneConfig | None 
         return cached
     check_writable(folder, what="fine-tuning run folder",
                    hint=f"Pass another cache_dir=... or set the {CACHE_ENV} environment variable to a writable folder.")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's ranks fine-tune together: no lock between them
+        return _finetune(clip, dataset, captions, config, precision, root, folder, progress, callback)
+    with exclusive(folder / ".lock"):  # another process running the same fine-tuning: wait, then read its result
+        cached = _cached(clip, folder / "model.pt")
+        return cached if cached is not None else _finetune(clip, dataset, captions, config, precision, root, folder,
+                                                           progress, callback)
+
+
+def _finetune(clip: LoadedClip, dataset: Any, captions: list[list[str]], config: FinetuneConfig, precision: str,
+              root: Path, folder: Path, progress: bool, callback: Callable[[int, float], None] | None
+              ) -> FinetuneResult:
+    """The fine-tuning loop of :func:`finetune_clip` (resumes from ``folder/state.pt``; writes ``folder/model.pt``)."""
+    from tqdm.auto import tqdm
+
+    from .progress import report_progress, time_left
+
     rank, world_size = _distributed()
     if config.batch_size % world_size:
         raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the world size ({world_size})")

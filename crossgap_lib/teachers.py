@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import ChunkStore, cache_key, default_cache_root, module_fingerprint
+from .cache import ChunkStore, cache_key, default_cache_root, exclusive, module_fingerprint
 
 __all__ = [
     "ImageTeacher",
@@ -402,5 +402,6 @@ def teacher_embeddings(
         key = cache_key(version=CACHE_VERSION, kind=kind, teacher=teacher.identity, dataset=fingerprint)
         meta = {"teacher": teacher.identity, "dataset": fingerprint, "n_items": n}
         store = ChunkStore(root / kind, key, n, chunk_size, meta=meta)
-        results.append(store.get_or_compute(compute, progress=progress, desc=kind)["embeddings"])
+        with exclusive(root / kind / f".{key}.lock"):  # processes asking for the same embeddings take turns
+            results.append(store.get_or_compute(compute, progress=progress, desc=kind)["embeddings"])
     return results[0], results[1]

@@ -29,6 +29,7 @@ from crossgap_lib.cache import (
     cache_key,
     check_writable,
     default_cache_root,
+    exclusive,
     module_fingerprint,
     safe_load,
 )
@@ -451,11 +452,6 @@ def train_clip(
     ``callback(step, loss)`` runs after every optimiser step (an exception raised there interrupts the run, which
     resumes from the last saved state on the next call).
     """
-    import open_clip
-    from tqdm.auto import tqdm
-
-    from crossgap_lib.models import quiet_random_init  # also registers the project configs with open_clip
-
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     progress = config.progress if progress is None else progress
@@ -472,6 +468,22 @@ def train_clip(
         hint=f"Point it at a writable folder: TrainConfig(out_dir=...) (in the lab: LabConfig.cache_dir), or, with "
         f"out_dir=None, the {CACHE_ENV} environment variable.",
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's ranks train together: no lock between them
+        return _train(config, folder, callback, progress)
+    with exclusive(folder / ".lock"):  # another process training the same run: wait, then read its checkpoint
+        cached = _result_from_file(final_path, from_cache=True) if final_path.exists() else None
+        return cached if cached is not None else _train(config, folder, callback, progress)
+
+
+def _train(config: TrainConfig, folder: Path, callback: Callable[[int, float], None] | None,
+           progress: bool) -> TrainResult:
+    """The training loop of :func:`train_clip` (resumes from ``folder/state.pt``; writes ``folder/model.pt``)."""
+    import open_clip
+    from tqdm.auto import tqdm
+
+    from crossgap_lib.models import quiet_random_init
+
+    final_path = folder / "model.pt"
     rank, world_size = _distributed()
     if config.batch_size % world_size:
         raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the world size ({world_size})")

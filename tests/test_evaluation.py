@@ -344,3 +344,30 @@ def test_model_contrast_and_shared_datasets(lab):
         lab.model_contrast("nope", "clip", "soft")
     assert lab.shared_datasets("clip", "text", ["intra", "ovi"]) == ["shapes"]
     assert lab.shared_datasets("clip ft T=1", "text", ["intra", "ovi"]) == []  # its tasks skip OVI
+
+
+def test_lab_units_in_worker_processes_equal_the_sequential_ones(tmp_path, monkeypatch):
+    """Two single-thread worker processes (free cores permitting) give the units one process computes in order."""
+    import crossgap_lib.lab
+
+    smoke = load_source("lab-smoke")["lab"]
+    lab_spec = {**smoke, "settings": [s for s in smoke["settings"] if s["name"] in ("clip", "clip ft", "soft ft")],
+                "oti_curve": {**smoke["oti_curve"], "num_pseudo_tokens": [1], "focus": 1}}
+    from crossgap_lib.progress import PROGRESS_ENV
+
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setenv(PROGRESS_ENV, str(tmp_path / f"progress-{workers}.log"))
+        monkeypatch.setattr(crossgap_lib.lab, "free_cores", lambda workers=workers: workers)
+        spec = {"kind": "lab", "name": f"lab-{workers}", "lab": {**lab_spec, "num_threads": 2}}
+        results[workers] = evaluate(spec, cache_dir=tmp_path / str(workers), progress=False)
+    assert "in 2 processes" in (tmp_path / "progress-2.log").read_text()
+    assert "processes" not in (tmp_path / "progress-1.log").read_text()
+    one, two = results[1], results[2]
+    assert one.labels == two.labels and len(one.values) == len(two.values) > 0
+    key = ["model", "seed", "task", "dataset", "method", "metric"]
+    merged = one.values.merge(two.values, on=key, suffixes=("_1", "_2"))
+    timing = merged["metric"].str.contains("s/query")
+    assert len(merged) == len(one.values)
+    assert (merged.loc[~timing, "value_1"] - merged.loc[~timing, "value_2"]).abs().max() < 1e-4
+    assert list(one.curve["curve_seeds"]) == list(two.curve["curve_seeds"])
