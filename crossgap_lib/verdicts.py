@@ -131,12 +131,15 @@ def manipulation_checks(evidence, n_boot: int = 2000) -> dict[str, list[Check]]:
     if curve:
         index = curve["num_pseudo_tokens"].index(curve["focus"])
         loss = curve["loss"][index]
-        steps = curve["steps"]
-        peak = steps.index(curve["peak_step"]) if curve["peak_step"] in steps else 0
+        steps = list(curve["steps"])
+        # the peak the claim is about: of the mean over every curve seed and query where there are several seeds
+        # (the first seed's own peak otherwise)
+        peak_step = steps[int(curve["AP_seeds"].double().mean(dim=(0, 2)).argmax())] if "AP_seeds" in curve \
+            else curve["peak_step"]
         # loss is recorded per optimisation step; compare its value at the peak step with the last one
-        at_peak, last = float(loss[min(curve["peak_step"], len(loss) - 1)]), float(loss[-1])
+        at_peak, last = float(loss[min(peak_step, len(loss) - 1)]), float(loss[-1])
         checks["oti_peak"].append(Check(f"the optimisation ran past the peak (R={curve['focus']}): OTI loss at the "
-                                        f"peak step {steps[peak]} vs at step {len(loss)}",
+                                        f"peak step {peak_step} vs at step {len(loss)}",
                                         f"{at_peak:.3f} -> {last:.3f}", "loss falls by at least a third after the "
                                         "peak", last < at_peak * 2 / 3))
         checks["oti_peak"].append(Check("seeds in the curve", str(len(curve.get("curve_seeds", [curve["seed"]]))),

@@ -71,3 +71,25 @@ def test_decisions_table_shows_checks_effects_and_verdicts():
     assert "gain itself" in table.loc["slip", "measured effect [95% CI]"]
     assert table.loc["gap", "verdict"] == "not measured"
     assert table.loc["oti_image", "manipulation checks"].startswith("pass")
+
+
+def test_peak_check_reads_the_peak_of_the_seed_averaged_curve():
+    """The check asks whether the loss still fell after the peak the claim is about (seeds and queries averaged),
+    not after the first seed's own peak."""
+    import pandas as pd
+
+    from crossgap_lib.evaluation import Evidence
+
+    steps = [0, 5, 50, 588, 1000]
+    ap = torch.tensor([0.30, 0.40, 0.36, 0.34, 0.33], dtype=torch.float64)  # the mean curve peaks at step 5
+    loss = 0.06 + 0.84 * torch.exp(-torch.arange(1000) / 50)  # flat long before step 588
+    curve = {"num_pseudo_tokens": [4], "focus": 4, "steps": steps, "peak_step": 588, "loss": [loss],
+             "AP_seeds": ap.view(1, -1, 1).expand(3, -1, 8).clone(), "curve_seeds": [0, 1, 2], "seed": 0}
+    evidence = Evidence(source={}, models=pd.DataFrame(columns=["label", "family", "temperature"]),
+                        values=pd.DataFrame(), per_query={}, features={}, curve=curve, training={}, timings={})
+    past_peak, seeds = verdicts.manipulation_checks(evidence)["oti_peak"]
+    assert "peak step 5 " in past_peak.check and past_peak.passed and seeds.passed
+    late_peak = torch.tensor([0.30, 0.31, 0.32, 0.40, 0.33], dtype=torch.float64)
+    curve["AP_seeds"] = late_peak.view(1, -1, 1).expand(3, -1, 8)
+    late, _ = verdicts.manipulation_checks(evidence)["oti_peak"]  # a late peak: the loss barely moves after it
+    assert "peak step 588 " in late.check and not late.passed
