@@ -63,6 +63,7 @@ class Decision:
     p_holm: float = math.nan
     checks: list[Check] = field(default_factory=list)
     rule: str = ""
+    margin_test: str = ""  # no-effect claims: the margin test on the model's own gain and its p-value
 
 
 def _level(evidence, model: str, task: str, method: str, metric: str) -> float:
@@ -180,6 +181,7 @@ def decide(claims: list, measured: dict, checks: dict[str, list[Check]], margin:
     margin = margin_points() / 100 if margin is None else margin
     raw: dict[str, float] = {}
     rules: dict[str, str] = {}
+    margin_tests: dict[str, str] = {}
     for claim in claims:
         effect = measured.get(claim.key)
         if effect is None or "boot" not in effect:
@@ -196,6 +198,8 @@ def decide(claims: list, measured: dict, checks: dict[str, list[Check]], margin:
             p_null = stats.equivalence_p(level["boot"], margin) if test == "equivalence" else \
                 stats.non_superiority_p(level["boot"], margin)
             raw[claim.key] = max(one_sided, p_null)
+            within = f"within ±{margin * 100:.1f}" if test == "equivalence" else f"below +{margin * 100:.1f}"
+            margin_tests[claim.key] = f"{test}: gain {within} points, p = {p_null:.3f} (uncorrected)"
             rules[claim.key] = (f"{test} of the gain within {margin * 100:.1f} points, and the difference of gains "
                                 f"{'below' if sign < 0 else 'above'} 0 (intersection-union: the larger p-value)")
         else:
@@ -205,7 +209,8 @@ def decide(claims: list, measured: dict, checks: dict[str, list[Check]], margin:
     decisions = {}
     for claim in claims:
         effect, claim_checks = measured.get(claim.key), checks.get(claim.key, [])
-        decision = Decision(claim.key, "not measured", checks=claim_checks, rule=rules.get(claim.key, ""))
+        decision = Decision(claim.key, "not measured", checks=claim_checks, rule=rules.get(claim.key, ""),
+                            margin_test=margin_tests.get(claim.key, ""))
         if claim.key in raw:
             decision.p, decision.p_holm = raw[claim.key], adjusted[claim.key]
             sign = 1.0 if claim.reported_delta > 0 else -1.0
@@ -240,14 +245,15 @@ def decisions_table(claims: list, measured: dict, decisions: dict, scale: float 
                "provenance": PROVENANCE.get(claim.provenance, claim.provenance), "measured as": claim.measure,
                "manipulation checks": checks or "none needed"}
         if m is None:
-            row.update({"models": "", "measured effect [95% CI]": "not measured", "p (Holm)": "", "verdict":
-                        "not measured"})
+            row.update({"models": "", "measured effect [95% CI]": "not measured", "margin test": "",
+                        "p (Holm)": "", "verdict": "not measured"})
         else:
             level = measured.get(f"{claim.key}_level")
             text = ci_text(m["mean"], m["low"], m["high"], scale)
             if level is not None:
                 text += f"; gain itself {ci_text(level['mean'], level['low'], level['high'], scale)}"
             row.update({"models": m["what"], "measured effect [95% CI]": text,
+                        "margin test": d.margin_test or "–",
                         "p (Holm)": "" if math.isnan(d.p_holm) else f"{d.p:.3f} ({d.p_holm:.3f})",
                         "verdict": d.verdict})
         row["test"] = d.rule

@@ -69,6 +69,8 @@ def test_decisions_table_shows_checks_effects_and_verdicts():
     assert list(table.index) == [c.key for c in claims]
     assert table.loc["oti_image", "measured effect [95% CI]"].startswith("+3.0")
     assert "gain itself" in table.loc["slip", "measured effect [95% CI]"]
+    assert table.loc["slip", "margin test"].startswith("equivalence: gain within ±1.0 points, p = ")
+    assert table.loc["oti_image", "margin test"] == "–"
     assert table.loc["gap", "verdict"] == "not measured"
     assert table.loc["oti_image", "manipulation checks"].startswith("pass")
 
