@@ -100,12 +100,12 @@ def test_contrast_is_paired_effect_of_the_stored_values(lab):
                         - lab.per_query[f"{m}|{s}|image|shapes"]["intra"]).nanmean()) for s in (0, 1)]
              for m in ("intra", "clip")}
     assert between["per_seed"] == pytest.approx([x - y for x, y in zip(gains["intra"], gains["clip"])])
-    levels = lab.contrast("image", "intra", None, "soft", model_b="clip")
-    level_diffs = [float((lab.per_query[f"soft|{s}|image|shapes"]["intra"]
+    levels = lab.contrast("image", "intra", None, "soft ft", model_b="clip")
+    level_diffs = [float((lab.per_query[f"soft ft|{s}|image|shapes"]["intra"]
                           - lab.per_query[f"clip|{s}|image|shapes"]["intra"]).nanmean()) for s in (0, 1)]
     assert levels["per_seed"] == pytest.approx(level_diffs) and levels["datasets"] == ["shapes"]
     with pytest.raises(ValueError, match="give model_b"):
-        lab.contrast("image", "intra", None, "soft")
+        lab.contrast("image", "intra", None, "soft ft")
     table = lab.contrast_table("image", "oti", "intra")
     assert list(table["model"]) == lab.labels and table.iloc[0]["mean"] == pytest.approx(effect["mean"])
     with pytest.raises(KeyError, match="not in the evidence"):
@@ -124,11 +124,12 @@ def test_curve_and_claims(lab):
     assert measured["slip"]["what"] == "`intra` vs `clip`"
     assert all(m is not None for m in measured.values())
     assert lab.families["intra"] == "slip" and lab.temperatures == {
-        "clip": None, "clip ft T=0.01": 0.01, "clip ft T=1": 1.0, "soft": None, "intra": None}
+        "clip": None, "clip ft T=0.01": 0.01, "clip ft T=1": 1.0, "clip ft": None, "soft ft": None,
+        "soft ft image teacher": None, "intra": None}
     effect = lab.contrast("image", "oti", "intra", "clip")
     sentence = claims.model_sentence(lab, "clip", effect, "OTI - intra mAP")
     assert sentence.startswith("`clip` (clip), OTI - intra mAP:") and "mean of the 5 CLIP-family models" in sentence
-    assert claims.model_sentence(lab, "soft", effect, "x").count("The paper reports") == 0  # no reported analogue
+    assert claims.model_sentence(lab, "soft ft", effect, "x").count("The paper reports") == 0  # no reported analogue
     assert "Table 4" in claims.model_sentence(lab, "clip ft T=1", effect, "x", note="T=1")
     slip = claims.model_sentence(lab, "intra", lab.contrast("image", "oti", "intra", "intra", n_boot=100), "x",
                                  n_boot=100)  # Table 3: a difference of gains, not the sign of the SLIP-like gain
@@ -341,7 +342,7 @@ def test_model_contrast_and_shared_datasets(lab):
     expected = [values[("clip ft T=1", s)] - values[("clip ft T=0.01", s)] for s in (0, 1)]
     assert effect["per_seed"] == pytest.approx(expected) and effect["low"] <= effect["mean"] <= effect["high"]
     with pytest.raises(KeyError, match="no model-level value"):
-        lab.model_contrast("nope", "clip", "soft")
+        lab.model_contrast("nope", "clip", "soft ft")
     assert lab.shared_datasets("clip", "text", ["intra", "ovi"]) == ["shapes"]
     assert lab.shared_datasets("clip ft T=1", "text", ["intra", "ovi"]) == []  # its tasks skip OVI
 
