@@ -571,6 +571,26 @@ class Evidence:
         return [d for d in (self.datasets(task) if datasets is None else datasets)
                 if all(self.has(model, task, d, method) for method in methods)]
 
+    def method_comparison(self, task: str, methods: list[str], contrasts: list[tuple[str, str]],
+                          datasets: list[str] | None = None, metric: str = "mAP",
+                          n_boot: int = 2000) -> list[dict]:
+        """Per model holding every one of ``methods`` on some of ``datasets``: those datasets, each method's
+        ``metric`` (mean over seeds, then over the datasets) and :meth:`contrast` of each ``(a, b)`` pair on the same
+        datasets. One dict per model: ``model``, ``datasets``, ``levels`` {method: value}, ``contrasts``
+        {(a, b): effect}; models without such a dataset are left out."""
+        means = self.means(task, metric)
+        rows = []
+        for model in self.labels:
+            have = self.shared_datasets(model, task, methods, datasets)
+            if not have:
+                continue
+            chosen = means[(means["model"] == model) & means["dataset"].isin(have)]
+            rows.append({"model": model, "datasets": have,
+                         "levels": chosen.groupby("method")["value"].mean().to_dict(),
+                         "contrasts": {(a, b): self.contrast(task, a, b, model, datasets=have, n_boot=n_boot)
+                                       for a, b in contrasts}})
+        return rows
+
     def model_contrast(self, metric: str, model: str, model_b: str, n_boot: int = 2000) -> dict:
         """A model-level value (one per seed: the modality gap, the logit scale) of ``model`` minus ``model_b``, seeds
         paired in order, with the same interval rule as :meth:`contrast` (a bootstrap over seeds; with one seed each,

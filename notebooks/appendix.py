@@ -166,15 +166,10 @@ else:
 
 # %% tags=["hide-input"]
 control_rows = []
-mAP = evidence.means("image", "mAP")
-for model in evidence.labels:
-    have = evidence.shared_datasets(model, "image", ["intra", "oti", "oti both"], IMAGE_DATASETS)
-    if not have:
-        continue
-    level = mAP[(mAP["model"] == model) & mAP["dataset"].isin(have)].groupby("method")["value"].mean()
-    cross = evidence.contrast("image", "oti", "oti both", model, datasets=have, n_boot=N_BOOT)
-    both = evidence.contrast("image", "oti both", "intra", model, datasets=have, n_boot=N_BOOT)
-    control_rows.append({"model": model, "datasets": len(have), "_names": tuple(have),
+for row in evidence.method_comparison("image", ["intra", "oti", "oti both"],
+                                      [("oti", "oti both"), ("oti both", "intra")], IMAGE_DATASETS, n_boot=N_BOOT):
+    level, cross, both = row["levels"], row["contrasts"][("oti", "oti both")], row["contrasts"][("oti both", "intra")]
+    control_rows.append({"model": row["model"], "datasets": len(row["datasets"]), "_names": tuple(row["datasets"]),
                          "image->image": round(100 * level["intra"], 1),
                          "OTI->image": round(100 * level["oti"], 1), "OTI->OTI": round(100 * level["oti both"], 1),
                          "OTI->image - OTI->OTI [95% CI]": prose.ci_text(cross["mean"], cross["low"], cross["high"]),

@@ -358,14 +358,11 @@ CAPTIONER = evidence.source.get("captioner")
 CAPTION_ORIGIN = (f"written by the captioning model `{CAPTIONER['model']}` (`{CAPTIONER['pretrained']}`)"
                   if CAPTIONER else "the query's ground-truth caption, standing in for a perfect captioner")
 caption_rows = []
-for model in evidence.labels:
-    datasets = evidence.shared_datasets(model, "image", ["intra", "oti", "caption"], IMAGE_DATASETS)
-    if not datasets:
-        continue
-    level = means[(means["model"] == model) & means["dataset"].isin(datasets)].groupby("method")["value"].mean()
-    vs_intra = evidence.contrast("image", "caption", "intra", model, datasets=datasets, n_boot=N_BOOT)
-    vs_oti = evidence.contrast("image", "oti", "caption", model, datasets=datasets, n_boot=N_BOOT)
-    caption_rows.append({"model": model, "datasets": len(datasets), "_names": tuple(datasets),
+for row in evidence.method_comparison("image", ["intra", "oti", "caption"],
+                                      [("caption", "intra"), ("oti", "caption")], IMAGE_DATASETS, n_boot=N_BOOT):
+    level = row["levels"]
+    vs_intra, vs_oti = row["contrasts"][("caption", "intra")], row["contrasts"][("oti", "caption")]
+    caption_rows.append({"model": row["model"], "datasets": len(row["datasets"]), "_names": tuple(row["datasets"]),
                          "intra-modal": round(100 * level["intra"], 1), "OTI-to-image": round(100 * level["oti"], 1),
                          "caption-to-image": round(100 * level["caption"], 1),
                          "caption - intra [95% CI]": prose.ci_text(vs_intra["mean"], vs_intra["low"], vs_intra["high"]),

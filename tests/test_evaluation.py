@@ -372,3 +372,15 @@ def test_lab_units_in_worker_processes_equal_the_sequential_ones(tmp_path, monke
     assert len(merged) == len(one.values)
     assert (merged.loc[~timing, "value_1"] - merged.loc[~timing, "value_2"]).abs().max() < 1e-4
     assert list(one.curve["curve_seeds"]) == list(two.curve["curve_seeds"])
+
+
+def test_method_comparison_levels_and_contrasts_on_shared_datasets(lab):
+    rows = lab.method_comparison("image", ["intra", "oti", "oti both"], [("oti", "oti both")], n_boot=200)
+    assert [r["model"] for r in rows] == ["clip"]  # the Intra-OTI control: the first setting only
+    row = rows[0]
+    means = lab.means("image").set_index(["model", "dataset", "method"])["value"]
+    assert row["datasets"] == ["shapes"] and row["levels"]["oti both"] == pytest.approx(means[("clip", "shapes",
+                                                                                                 "oti both")])
+    expected = lab.contrast("image", "oti", "oti both", "clip", datasets=["shapes"], n_boot=200)
+    assert row["contrasts"][("oti", "oti both")]["mean"] == pytest.approx(expected["mean"])
+    assert lab.method_comparison("image", ["intra", "nope"], []) == []
