@@ -1072,19 +1072,28 @@ def _worker_init(spec: dict, cache: str) -> None:
     _WORKER.update(opened=opened, entries=opened.models())
 
 
-def _worker_unit(i: int, unit_path: str, device: str, cache: str) -> float:
-    """Compute one unit in a pool worker; returns its seconds (the unit itself goes to disk)."""
-    t0 = time.perf_counter()
+def _worker_unit(i: int, unit_path: str, device: str, cache: str) -> None:
+    """Compute one unit in a pool worker (the unit goes to disk, where the parent reads it)."""
     _compute_unit(_WORKER["opened"], _WORKER["entries"], i, Path(unit_path), device, Path(cache), progress=False)
-    return time.perf_counter() - t0
 
 
-def _units_in_parallel(spec: dict, opened, entries: list[ModelEntry], folder: Path, device: str, cache: Path) -> None:
-    """Laboratory on a CPU: compute the missing units in worker processes of one thread each, as many as the config's
-    threads and the idle cores allow (two single-thread processes train a tiny CLIP about 1.3x faster than one with
-    two threads; benchmarks/bench_lab.py). Shared steps (a base model's training, the teachers' embeddings) are
-    file-locked, so a worker that needs one another is computing waits for it. With one worker: nothing to do here,
-    the caller's loop computes the units."""
+def _unit_path(folder: Path, i: int) -> Path:
+    return folder / "units" / f"{i:03d}.pt"
+
+
+def _stored_unit(path: Path, wants_curve: bool) -> dict | None:
+    """A model's stored unit, or None when it is missing or lacks the OTI curve it should hold."""
+    unit = safe_load(path) if path.exists() else None
+    return unit if unit is not None and (not wants_curve or "curve" in unit) else None
+
+
+def _units_in_parallel(spec: dict, opened, entries: list[ModelEntry], missing: list[int], folder: Path, device: str,
+                       cache: Path) -> bool:
+    """Laboratory on a CPU: compute the ``missing`` units in worker processes of one thread each, as many as the
+    config's threads and the idle cores allow (two single-thread processes train a tiny CLIP faster than one with two
+    threads; benchmarks/bench_lab.py). Shared steps (a base model's training, the teachers' embeddings) are
+    file-locked, so a worker that needs one another is computing waits for it. Returns whether it ran: with one
+    worker, or one unit to compute, the caller's loop computes the units."""
     import concurrent.futures
     import multiprocessing
 
@@ -1092,27 +1101,22 @@ def _units_in_parallel(spec: dict, opened, entries: list[ModelEntry], folder: Pa
     from .progress import report_progress, time_left
 
     if device != "cpu":
-        return
+        return False
     workers = min(opened.config.num_threads, free_cores())
-    todo = []
-    for i, entry in enumerate(entries):
-        path = folder / "units" / f"{i:03d}.pt"
-        unit = safe_load(path) if path.exists() else None
-        if unit is None or (_wants_curve(opened.curve(), entries, entry)[0] and "curve" not in unit):
-            todo.append((i, path))
-    if workers < 2 or len(todo) < 2:
-        return
+    if workers < 2 or len(missing) < 2:
+        return False
     (folder / "units").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                                 initargs=(spec, str(cache))) as pool:
-        futures = {pool.submit(_worker_unit, i, str(path), device, str(cache)): i for i, path in todo}
+        futures = {pool.submit(_worker_unit, i, str(_unit_path(folder, i)), device, str(cache)): i for i in missing}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             future.result()  # a worker's error is raised here
             entry = entries[futures[future]]
-            report_progress(f"evaluate {spec['name']}: model {done}/{len(todo)} ({entry.label}, seed {entry.seed}) "
-                            f"done in {workers} processes, {time_left(started, done, len(todo))}")
+            report_progress(f"evaluate {spec['name']}: model {done}/{len(missing)} ({entry.label}, seed {entry.seed}) "
+                            f"done in {workers} processes, {time_left(started, done, len(missing))}")
+    return True
 
 
 def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, cache: Path,
@@ -1124,23 +1128,25 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
     started = time.perf_counter()
     entries = opened.models()
     curve_spec = opened.curve()
-    if spec["kind"] == "lab":
-        _units_in_parallel(spec, opened, entries, folder, device, cache)
+    units = {i: _stored_unit(_unit_path(folder, i), _wants_curve(curve_spec, entries, entry)[0])
+             for i, entry in enumerate(entries)}
+    missing = [i for i, unit in units.items() if unit is None]
+    if spec["kind"] == "lab" and _units_in_parallel(spec, opened, entries, missing, folder, device, cache):
+        units.update({i: safe_load(_unit_path(folder, i)) for i in missing})
     rows, per_query, features, training, model_rows = [], {}, {}, {}, {}
     timings = {"load": 0.0, "evaluate": 0.0, "curve": 0.0}
     curve: dict = {}
     bar = tqdm(entries, desc=f"evaluate {spec['name']}", unit="model", disable=not progress)
     for i, entry in enumerate(bar):
-        unit_path = folder / "units" / f"{i:03d}.pt"
-        unit = safe_load(unit_path) if unit_path.exists() else None
-        wants_curve, curve_seeds = _wants_curve(curve_spec, entries, entry)
+        unit = units.pop(i)
+        curve_seeds = _wants_curve(curve_spec, entries, entry)[1]
         first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
-        if unit is None or (wants_curve and "curve" not in unit):
+        if unit is None:
             if spec["kind"] == "lab":  # per model: as many threads as asked for and as cores are idle now (lab.py)
                 from .lab import free_cores
 
                 torch.set_num_threads(min(opened.config.num_threads, free_cores()))
-            unit = _compute_unit(opened, entries, i, unit_path, device, cache, progress)
+            unit = _compute_unit(opened, entries, i, _unit_path(folder, i), device, cache, progress)
         for row in unit["rows"]:
             rows.append({"model": entry.label, "seed": entry.seed, "family": entry.family, **row})
         for key, value in unit["per_query"].items():
