@@ -253,3 +253,25 @@ def exclusive(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def computed_once(folder: str | os.PathLike, cached: Callable[[], Any], compute: Callable[[], Any]) -> Any:
+    """``cached()`` when it gives a result (not None), else ``compute()``, holding ``folder/.lock`` meanwhile, so that
+    processes asking for the same result (the laboratory's workers) take turns and the second reads the first's.
+    Under torchrun (``WORLD_SIZE`` > 1) the ranks compute together, so there is no lock between them."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return compute()
+    with exclusive(Path(folder) / ".lock"):
+        result = cached()
+        return result if result is not None else compute()
+
+
+def encode_distinct(texts: list[str], encode: Callable[[list[str]], torch.Tensor],
+                    memo: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``encode(texts)`` stacked (N, ...), with ``encode`` called once on the distinct texts not already in ``memo``
+    (a dict the caller keeps across calls, or a fresh one): generated captions repeat a lot."""
+    memo = {} if memo is None else memo
+    new = list(dict.fromkeys(t for t in texts if t not in memo))
+    if new:
+        memo.update(zip(new, encode(new)))
+    return torch.stack([memo[t] for t in texts])

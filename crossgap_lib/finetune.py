@@ -72,8 +72,9 @@ from .cache import (
     atomic_save,
     cache_key,
     check_writable,
+    computed_once,
     default_cache_root,
-    exclusive,
+    encode_distinct,
     module_fingerprint,
     safe_load,
 )
@@ -412,12 +413,6 @@ class _StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.config.steps
 
-    def _tokenize(self, texts: list[str]) -> torch.Tensor:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
-        if missing:
-            self._tokens.update(zip(missing, self.tokenizer(missing)))
-        return torch.stack([self._tokens[t] for t in texts])
-
     def indices(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Global image indices (B,) and caption indices into the flat captions (B,) of one step."""
         seed, batch = self.config.seed, self.config.batch_size
@@ -440,7 +435,7 @@ class _StepBatches(torch.utils.data.Dataset):
         else:
             images = torch.stack([self.inputs[int(i)] for i in index])
         batch = {"index": index, "caption_index": caption_index, "images": images,
-                 "tokens": self._tokenize([self.flat[int(c)] for c in caption_index])}
+                 "tokens": encode_distinct([self.flat[int(c)] for c in caption_index], self.tokenizer, self._tokens)}
         if self.config.loss == "intra":
             batch["views"] = self._views(images, step, positions)
         return batch
@@ -646,12 +641,8 @@ def finetune_clip(clip: LoadedClip, dataset: Any, config: FinetuneConfig | None 
         return cached
     check_writable(folder, what="fine-tuning run folder",
                    hint=f"Pass another cache_dir=... or set the {CACHE_ENV} environment variable to a writable folder.")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's ranks fine-tune together: no lock between them
-        return _finetune(clip, dataset, captions, config, precision, root, folder, progress, callback)
-    with exclusive(folder / ".lock"):  # another process running the same fine-tuning: wait, then read its result
-        cached = _cached(clip, folder / "model.pt")
-        return cached if cached is not None else _finetune(clip, dataset, captions, config, precision, root, folder,
-                                                           progress, callback)
+    return computed_once(folder, lambda: _cached(clip, folder / "model.pt"), lambda: _finetune(
+        clip, dataset, captions, config, precision, root, folder, progress, callback))
 
 
 def _finetune(clip: LoadedClip, dataset: Any, captions: list[list[str]], config: FinetuneConfig, precision: str,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import ChunkStore, cache_key, default_cache_root, exclusive, module_fingerprint
+from .cache import ChunkStore, cache_key, default_cache_root, encode_distinct, exclusive, module_fingerprint
 
 __all__ = [
     "ImageTeacher",
@@ -387,12 +387,9 @@ def teacher_embeddings(
 
     def text_chunk(start: int, stop: int) -> dict[str, torch.Tensor]:
         flat = [caption for captions in dataset.captions[start:stop] for caption in captions]
-        new = list(dict.fromkeys(c for c in flat if c not in encoded))  # generated captions repeat a lot:
-        if new:                                                          # each distinct one is encoded once
-            encoded.update(zip(new, text_teacher.encode(new)))
-        return {"embeddings": torch.stack([encoded[c] for c in flat]).view(stop - start, n_captions, -1)}
+        return {"embeddings": encode_distinct(flat, text_teacher.encode, encoded).view(stop - start, n_captions, -1)}
 
-    encoded: dict[str, torch.Tensor] = {}
+    encoded: dict[str, torch.Tensor] = {}  # each distinct caption encoded once over all chunks
 
     results = []
     for kind, teacher, compute in (

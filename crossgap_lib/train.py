@@ -28,8 +28,9 @@ from crossgap_lib.cache import (
     atomic_save,
     cache_key,
     check_writable,
+    computed_once,
     default_cache_root,
-    exclusive,
+    encode_distinct,
     module_fingerprint,
     safe_load,
 )
@@ -306,13 +307,6 @@ def training_dataset(config: TrainConfig, image_size: int | None = None):
     return make_shapes("train", n=config.n_train, config=ShapesConfig(**overrides), seed=config.data_seed)
 
 
-def tokenize_unique(tokenizer: Callable, texts: list[str]) -> torch.Tensor:
-    """``tokenizer(texts)`` (N, context), tokenizing each distinct text once (generated captions repeat a lot)."""
-    unique = list(dict.fromkeys(texts))
-    row = {text: i for i, text in enumerate(unique)}
-    return tokenizer(unique)[torch.tensor([row[text] for text in texts], dtype=torch.long)]
-
-
 def adamw(params: Any, lr: float, device: torch.device | str = "cpu") -> torch.optim.AdamW:
     """CLIP's AdamW (betas 0.9/0.98, eps 1e-6), fused where torch supports it on ``device`` (a tiny model's step
     spends a quarter of its time in the per-tensor optimiser otherwise; see benchmarks/bench_lab.py)."""
@@ -329,7 +323,7 @@ def _prepare_data(config: TrainConfig, clip: nn.Module, tokenizer: Callable, cac
     flat_captions = [c for per_image in captions for c in per_image]
     data = _TrainingData(
         images=dataset.images,
-        caption_tokens=tokenize_unique(tokenizer, flat_captions),
+        caption_tokens=encode_distinct(flat_captions, tokenizer),
         caption_offsets=torch.cumsum(counts, 0) - counts,
         caption_counts=counts,
         mean=tuple(clip.visual.image_mean or (0.48145466, 0.4578275, 0.40821073)),
@@ -457,22 +451,20 @@ def train_clip(
     progress = config.progress if progress is None else progress
     folder = run_dir(config)
     final_path = folder / "model.pt"
-    if final_path.exists():
-        cached = _result_from_file(final_path, from_cache=True)
-        if cached is not None:
-            return cached
 
+    def cached() -> TrainResult | None:
+        return _result_from_file(final_path, from_cache=True) if final_path.exists() else None
+
+    result = cached()
+    if result is not None:
+        return result
     check_writable(  # before the first step: a failure at the first save would lose the whole run
         folder,
         what="training run folder",
         hint=f"Point it at a writable folder: TrainConfig(out_dir=...) (in the lab: LabConfig.cache_dir), or, with "
         f"out_dir=None, the {CACHE_ENV} environment variable.",
     )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's ranks train together: no lock between them
-        return _train(config, folder, callback, progress)
-    with exclusive(folder / ".lock"):  # another process training the same run: wait, then read its checkpoint
-        cached = _result_from_file(final_path, from_cache=True) if final_path.exists() else None
-        return cached if cached is not None else _train(config, folder, callback, progress)
+    return computed_once(folder, cached, lambda: _train(config, folder, callback, progress))
 
 
 def _train(config: TrainConfig, folder: Path, callback: Callable[[int, float], None] | None,

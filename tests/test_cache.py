@@ -132,3 +132,21 @@ def test_check_writable_names_the_folder_and_the_fix(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match=r"run folder .*blocker/sub is not writable .*pass out_dir="):
         check_writable(blocker / "sub", what="run folder", hint="pass out_dir=...")
+
+
+def test_computed_once_reads_a_result_another_process_left(tmp_path, monkeypatch):
+    from crossgap_lib.cache import computed_once
+
+    store, calls = {}, []
+
+    def compute():
+        calls.append(1)
+        store["result"] = "trained"
+        return store["result"]
+
+    assert computed_once(tmp_path, lambda: store.get("result"), compute) == "trained"
+    assert computed_once(tmp_path, lambda: store.get("result"), compute) == "trained" and len(calls) == 1
+    assert (tmp_path / ".lock").exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: the ranks compute together, without a lock between them
+    assert computed_once(tmp_path / "ranks", lambda: None, compute) == "trained" and len(calls) == 2
+    assert not (tmp_path / "ranks").exists()

@@ -92,14 +92,14 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ augmentations
-def test_tokenize_unique_equals_the_tokenizer():
+def test_captions_tokenized_once_each_equal_the_tokenizer():
     import open_clip
 
-    from crossgap_lib.train import tokenize_unique
+    from crossgap_lib.cache import encode_distinct
 
     tokenizer = open_clip.get_tokenizer("crossgap-small")
     texts = ["a red circle", "a blue square", "a red circle", "a star", "a blue square"]
-    assert torch.equal(tokenize_unique(tokenizer, texts), tokenizer(texts))
+    assert torch.equal(encode_distinct(texts, tokenizer), tokenizer(texts))
 
 
 def test_augment_views_is_seeded_and_changes_images():
