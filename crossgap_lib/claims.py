@@ -261,19 +261,19 @@ def reported_claims() -> list[Claim]:
     ]
 
 
+def _fixed_temperature(row: dict) -> float | None:
+    """A models-table row's fixed temperature, or None for a learnt one (stored as None or NaN)."""
+    t = row.get("temperature")
+    return None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
+
+
 def pick(evidence, family: str, temperature: float | None = None) -> str | None:
     """The first model of a family (and fixed temperature, or learnt when None) in the evidence, or None."""
     for row in evidence.models.to_dict("records"):
-        t = row.get("temperature")
-        t = None if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
+        t = _fixed_temperature(row)
         if row["family"] == family and (_close(t, temperature) if temperature is not None else t is None):
             return row["label"]
     return None
-
-
-def _learnt(row: dict) -> bool:
-    t = row.get("temperature")
-    return t is None or (isinstance(t, float) and math.isnan(t))
 
 
 def _base_of(row: dict) -> str:
@@ -291,7 +291,7 @@ def soft_pair(evidence) -> tuple[str | None, str | None]:
     if soft is None:
         return None, pick(evidence, "clip")
     base = _base_of(soft)
-    matched = next((r["label"] for r in rows if r["family"] == "clip" and _learnt(r) and base
+    matched = next((r["label"] for r in rows if r["family"] == "clip" and _fixed_temperature(r) is None and base
                     and _base_of(r) == base), None)
     return soft["label"], matched or pick(evidence, "clip")
 
@@ -305,8 +305,8 @@ def soft_variants(evidence, control: str) -> list[str]:
 
 def gap_pair(evidence) -> tuple[str, str] | None:
     """(gap-closed model, gap-open model): the models trained at fixed T = 1 and at the lowest other fixed T."""
-    fixed = [(r["label"], float(r["temperature"])) for r in evidence.models.to_dict("records")
-             if r.get("temperature") is not None and not math.isnan(float(r["temperature"]))]
+    fixed = [(r["label"], t) for r in evidence.models.to_dict("records")
+             if (t := _fixed_temperature(r)) is not None]
     closed = next((label for label, t in fixed if _close(t, 1.0)), None)
     others = sorted((t, label) for label, t in fixed if not _close(t, 1.0))
     return (closed, others[0][1]) if closed and others else None
