@@ -100,40 +100,13 @@ def breakdown(config: LabConfig, cache: str) -> list[dict]:
     return rows
 
 
-def _adamw_steps(fused: bool, steps: int) -> float:
-    """Seconds per CLIP-loss step of crossgap-small with its full 49408-row token embedding (what fine-tuning
-    trains), with a fused or the per-tensor AdamW."""
-    import open_clip
-    from open_clip import ClipLoss
-
-    from crossgap_lib.models import quiet_random_init
-
-    torch.manual_seed(0)
-    with quiet_random_init():
-        clip = open_clip.create_model("crossgap-small")
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=fused)
-    images, tokens = torch.randn(128, 3, 64, 64), torch.randint(1, 400, (128, 16))
-
-    def step():
-        loss = ClipLoss()(clip.encode_image(images, normalize=True), clip.encode_text(tokens, normalize=True),
-                          clip.logit_scale.exp())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
-
-
 def _batch_inputs(steps: int) -> tuple[float, float, float, float]:
     """Seconds per fine-tuning batch of 128 lab images and captions: (images item by item through the model's PIL
     preprocess, images in one vectorised step, captions tokenized every step, captions looked up once tokenized)."""
     import open_clip
 
     from crossgap_lib import pipeline
+    from crossgap_lib.cache import encode_distinct
     from crossgap_lib.datasets.shapes import make_shapes, to_model_input
 
     dataset = make_shapes("train", n=1024, seed=0)
@@ -142,14 +115,15 @@ def _batch_inputs(steps: int) -> tuple[float, float, float, float]:
     inputs = pipeline._ModelInputs(dataset, preprocess, (64, 64))
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     flat = [c for captions in dataset.captions for c in captions]
-    memo = dict(zip(dict.fromkeys(flat), tokenizer(list(dict.fromkeys(flat)))))
+    memo: dict = {}
+    encode_distinct(flat, tokenizer, memo)  # fine-tuning's memo once every caption has been seen
     batches = [torch.randint(0, 1024, (128,), generator=torch.Generator().manual_seed(k)) for k in range(steps)]
     texts = [[flat[int(i) * len(dataset.captions[0])] for i in index] for index in batches]
     timings = []
     for make in (lambda k: torch.stack([inputs[int(i)] for i in batches[k]]),
                  lambda k: to_model_input(dataset.images[batches[k]], mean, std),
                  lambda k: tokenizer(texts[k]),
-                 lambda k: torch.stack([memo[t] for t in texts[k]])):
+                 lambda k: encode_distinct(texts[k], tokenizer, memo)):
         start = time.perf_counter()
         for k in range(steps):
             make(k)
@@ -191,7 +165,7 @@ import crossgap_lib.models
 from open_clip import ClipLoss
 torch.set_num_threads({threads})
 m = open_clip.create_model("crossgap-small")
-opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused={fused})
 img, tok = torch.randn(128, 3, 64, 64), torch.randint(1, 400, (128, 16))
 def step():
     loss = ClipLoss()(m.encode_image(img, normalize=True), m.encode_text(tok, normalize=True), m.logit_scale.exp())
@@ -211,15 +185,16 @@ def _busy(seconds: float) -> None:
         x += 1
 
 
-def _step_in_child(policy: str, threads: int, steps: int, beside_busy: bool) -> float:
-    """Seconds per training step in a fresh subprocess with ``OMP_WAIT_POLICY=policy`` and ``threads`` threads,
-    alone or beside a busy process (the policy is read when torch loads, hence the subprocess)."""
+def _step_in_child(policy: str, threads: int, steps: int, beside_busy: bool, fused: bool = False) -> float:
+    """Seconds per CLIP-loss step of crossgap-small (its full 49408-row token embedding, as fine-tuning trains it)
+    in a fresh subprocess with ``OMP_WAIT_POLICY=policy`` and ``threads`` threads, alone or beside a busy process (the
+    policy is read when torch loads, hence the subprocess), with a per-tensor or a ``fused`` AdamW."""
     busy = multiprocessing.Process(target=_busy, args=(600,)) if beside_busy else None
     if busy is not None:
         busy.start()
     try:
         env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(threads)}
-        out = subprocess.run([sys.executable, "-c", _CHILD.format(steps=steps, threads=threads)], env=env,
+        out = subprocess.run([sys.executable, "-c", _CHILD.format(steps=steps, threads=threads, fused=fused)], env=env,
                              capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
     finally:
@@ -231,7 +206,7 @@ def _step_in_child(policy: str, threads: int, steps: int, beside_busy: bool) -> 
 def _two_single_thread_children(steps: int) -> float:
     """Seconds per step of each of two single-thread processes training side by side (the laboratory's workers)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    children = [subprocess.Popen([sys.executable, "-c", _CHILD.format(steps=steps, threads=1)], env=env,
+    children = [subprocess.Popen([sys.executable, "-c", _CHILD.format(steps=steps, threads=1, fused=False)], env=env,
                                  stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return sum(float(child.communicate()[0].strip().splitlines()[-1]) for child in children) / 2
 
@@ -263,7 +238,7 @@ def main() -> None:
     three, two = _intra_steps(True, steps), _intra_steps(False, steps)
     print(f"intra loss step: 3 image forwards {1000 * three:.0f} ms, 2 forwards {1000 * two:.0f} ms "
           f"-> ratio {three / two:.2f}x")
-    per_tensor, fused = _adamw_steps(False, steps), _adamw_steps(True, steps)
+    per_tensor, fused = _step_in_child("ACTIVE", 2, steps, False), _step_in_child("ACTIVE", 2, steps, False, True)
     print(f"fine-tuning step, full vocabulary: per-tensor AdamW {1000 * per_tensor:.0f} ms, fused "
           f"{1000 * fused:.0f} ms -> ratio {per_tensor / fused:.2f}x")
     itemwise, vectorised, tokenize, lookup = _batch_inputs(steps)
