@@ -6,9 +6,14 @@ values' unit (fractions: shown x100 as points).
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import pandas as pd
+from pandas.io.formats.style import Styler
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 def ci_text(mean: float, low: float, high: float, scale: float = 100.0, digits: int = 1, signed: bool = True) -> str:
@@ -17,6 +22,20 @@ def ci_text(mean: float, low: float, high: float, scale: float = 100.0, digits: 
     if any(math.isnan(v) for v in (low, high)):
         return fmt.format(mean * scale) + " [n/a]"
     return f"{fmt.format(mean * scale)} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def code_cells(table: pd.DataFrame) -> Styler:
+    """``table`` for display, its Markdown code spans (a name between backticks) in text cells and labels as ``<code>``.
+
+    A DataFrame shows a backtick as a backtick; the library's labels carry them because the same strings also go into
+    Markdown sentences. Other text is HTML-escaped; numeric columns are left to the Styler's own formatting.
+    """
+    def render(value) -> str:
+        return _CODE_SPAN.sub(r"<code>\1</code>", html.escape(str(value), quote=False))
+
+    text_columns = [column for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
+    return (table.style.format(render, subset=text_columns).format_index(render, axis=0)
+            .format_index(render, axis=1).set_table_attributes('class="dataframe"'))
 
 
 def verdict(what: str, mean: float, low: float, high: float, scale: float = 100.0, unit: str = "points",

@@ -92,7 +92,7 @@ display(table[["claim", "test"]].set_index("claim"))
 # %% tags=["hide-input"]
 check_rows = [{"claim": c.claim, "check": k.check, "value": k.value, "rule": k.rule,
                "passes": "yes" if k.passed else "NO"} for c in reported for k in checks.get(c.key, [])]
-display(pd.DataFrame(check_rows).set_index(["claim", "check"]) if check_rows else
+display(prose.code_cells(pd.DataFrame(check_rows).set_index(["claim", "check"])) if check_rows else
         Markdown("No manipulation checks apply to this evidence."))
 
 # %% tags=["hide-input"]
@@ -125,8 +125,8 @@ display(Markdown(
 # construction.
 
 # %%
-display(table[["claim", "models", "measured effect [95% CI]", "margin test", "p (Holm)", "verdict"]]
-        .set_index("claim"))
+display(prose.code_cells(table[["claim", "models", "measured effect [95% CI]", "margin test", "p (Holm)", "verdict"]]
+                         .set_index("claim")))
 
 # %% tags=["hide-input"]
 peak = measured.get("oti_peak")

@@ -43,3 +43,13 @@ def test_discussion_counts_every_verdict():
     assert lines[0].startswith("Of the 5 claims, 4 were measured: 1 agrees")
     assert "1 is not testable" in lines[0]
     assert any(line.startswith("Not measured here") for line in lines)
+
+
+def test_code_cells_renders_backticked_names_as_code_and_escapes_the_rest():
+    table = pd.DataFrame([{"claim": "A <b>", "check": "`clip` mAP", "value": 0.299, "models": "`m1` and `m2`"},
+                          {"claim": "A <b>", "check": "cos", "value": "-5.4 [1, 2]", "models": ""}]
+                         ).set_index(["claim", "check"])
+    rendered = prose.code_cells(table).to_html()
+    assert "<code>m1</code> and <code>m2</code>" in rendered and "<code>clip</code> mAP" in rendered
+    assert "A &lt;b&gt;" in rendered and "<b>" not in rendered and "`" not in rendered
+    assert ">0.299<" in rendered and 'class="dataframe"' in rendered
