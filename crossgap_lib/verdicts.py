@@ -260,3 +260,46 @@ def decisions_table(claims: list, measured: dict, decisions: dict, scale: float 
         row["key"] = claim.key
         rows.append(row)
     return pd.DataFrame(rows).set_index("key")
+
+
+@dataclass
+class Judgement:
+    """Every claim of an evidence judged: the claims, their measured effects, manipulation checks and decisions."""
+
+    claims: list
+    measured: dict
+    checks: dict[str, list[Check]]
+    decisions: dict[str, Decision]
+
+    def table(self) -> pd.DataFrame:
+        """:func:`decisions_table` of the judgement."""
+        return decisions_table(self.claims, self.measured, self.decisions)
+
+    def note(self, key: str) -> str:
+        """One Markdown sentence: claim ``key``'s verdict as the reproduction page decides it, and why."""
+        claim = next(c for c in self.claims if c.key == key)
+        decision = self.decisions[key]
+        head = (f"**Verdict on the claim** \"{claim.claim}\" ({claim.source}), by the test fixed on "
+                f"[Reported vs reproduced](reproduction) (corrected across its {len(self.claims)} claims, after the "
+                f"claim's manipulation checks): **{decision.verdict}**")
+        if decision.verdict == "not measured":
+            return head + ": the evidence lacks the models it needs."
+        if decision.verdict == "not testable":
+            failed = [c for c in decision.checks if not c.passed]
+            return head + ", because a manipulation check failed: " + "; ".join(
+                f"{c.check} = {c.value} (rule: {c.rule})" for c in failed) + "."
+        checks = "its manipulation checks pass" if decision.checks else "it needs no manipulation check"
+        margin = f"; {decision.margin_test}" if decision.margin_test else ""
+        return (head + f" (p = {decision.p:.3f}, {decision.p_holm:.3f} after Holm's correction{margin}; "
+                f"{checks}).")
+
+
+def judge(evidence, n_boot: int = 2000) -> Judgement:
+    """The reproduction page's verdicts on an evidence, computed once: :func:`measure`, :func:`manipulation_checks`
+    and :func:`decide` on the reported claims of :func:`crossgap_lib.claims.reported_claims`."""
+    from .claims import reported_claims
+
+    claims = reported_claims()
+    measured = measure(evidence, n_boot=n_boot)
+    checks = manipulation_checks(evidence, n_boot=n_boot)
+    return Judgement(claims, measured, checks, decide(claims, measured, checks))

@@ -37,7 +37,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from crossgap_lib import claims, evaluation, prose
+from crossgap_lib import claims, evaluation, prose, verdicts
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.max_colwidth", None)
@@ -267,7 +267,9 @@ display(Markdown(
 # The direct comparison is the difference of the two methods on the same queries: projection minus OTI, per query,
 # averaged as above. **The test:** the projection is ahead when the 95% interval of the difference lies above zero,
 # OTI is ahead when it lies below zero, and neither is shown to be ahead when it includes zero. The critique's claim
-# agrees with a measurement in the first case and disagrees in the second.
+# agrees with a measurement in the first case and disagrees in the second; read per model and per projection, this
+# is uncorrected. The claim's verdict, on the first CLIP-family model and the critique's own span, corrected across
+# the book's claims as on [Reported vs reproduced](reproduction), ends this section.
 
 # %%
 WINNER = {"up": "projection ahead", "down": "OTI ahead", "none": "no detectable difference"}
@@ -303,7 +305,8 @@ if not versus_oti.empty:
         + prose.effect_sentence(f"`{r['model']}`, {method_name(r['span'])} minus OTI", r, unit="mAP points") + " "
         + f"The critique reports an average advantage of {reported_delta:+.1f} points for its projection over OTI "
         f"({claims.PROVENANCE['critique']}): this measurement **{AGREEMENT[agreement]}**. A sign can agree while "
-        "the sizes differ: the comparison is of directions only."))
+        "the sizes differ: the comparison is of directions only.\n\n"
+        + verdicts.judge(evidence, n_boot=N_BOOT).note("critique_pca")))
 
 # %% [markdown]
 # ## Cell by cell, beside the critique

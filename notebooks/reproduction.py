@@ -62,11 +62,9 @@ pd.set_option("display.max_colwidth", None)
 
 # %%
 evidence = evaluation.evaluate(SOURCE, device=DEVICE, progress=False)
-reported = claims.reported_claims()
-measured = verdicts.measure(evidence, n_boot=N_BOOT)
-checks = verdicts.manipulation_checks(evidence, n_boot=N_BOOT)
-decisions = verdicts.decide(reported, measured, checks)
-table = verdicts.decisions_table(reported, measured, decisions)
+judgement = verdicts.judge(evidence, n_boot=N_BOOT)  # every claim: measured effect, checks, decision
+reported, measured, checks = judgement.claims, judgement.measured, judgement.checks
+table = judgement.table()
 display(table[["claim", "shown in", "reported", "provenance", "measured as"]].set_index("claim"))
 
 # %% [markdown]

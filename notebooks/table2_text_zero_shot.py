@@ -43,7 +43,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from crossgap_lib import claims, datasets, evaluation, prose
+from crossgap_lib import claims, datasets, evaluation, prose, verdicts
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -114,9 +114,11 @@ display(Markdown(f"Provenance: {REPORTED_NOTE}."))
 # methods. Its 95% interval follows the book's one rule (`crossgap_lib.stats.paired_effect`): a bootstrap over the
 # training seeds, then over the queries within each seed. It is set beside the reported difference of the model's own
 # row (a paper model) or of its analogue (the mean of the CLIP-family rows for a CLIP-like model); Table 2 has no row
-# for SLIP-like, soft-target or fixed-temperature models. The test, fixed before looking at the data: the measured
-# interval **agrees** when it excludes zero on the side of the reported sign, **disagrees** when it excludes zero on
-# the other side, and is **inconclusive** when it includes zero.
+# for SLIP-like, soft-target or fixed-temperature models. Per model, and before any correction for the number of
+# comparisons, the `sign` column reads the measured interval: it **agrees** when it excludes zero on the side of the
+# reported sign, **disagrees** when it excludes zero on the other side, and is **inconclusive** when it includes
+# zero. This describes each model; the verdicts on the paper's two claims (one test across all the claims of the
+# book, after each claim's manipulation checks, as on [Reported vs reproduced](reproduction)) end this page.
 
 # %% tags=["remove-input"]
 def contrast_view(task: str, gains: pd.DataFrame, means: pd.DataFrame, base: str, inv: str,
@@ -132,7 +134,7 @@ def contrast_view(task: str, gains: pd.DataFrame, means: pd.DataFrame, base: str
             f"{diff_name} [95% CI]": prose.ci_text(row["mean"], row["low"], row["high"]), "interval": row["interval"],
             "compared with": effect["analogue"] if effect else "no reported analogue",
             f"reported {diff_name}": f"{effect['delta']:+.1f}" if effect else "-",
-            "sign": (prose.agreement(effect["delta"], row["low"], row["high"])
+            "sign (per model, uncorrected)": (prose.agreement(effect["delta"], row["low"], row["high"])
                      if effect and not math.isnan(row["low"]) else "-")})
     table = pd.DataFrame(rows).set_index("model")
     table.index.name = None
@@ -330,4 +332,5 @@ for task, gains, what in (("text", text_gains, "text retrieval, OVI - intra mAP"
                           ("zero_shot", zs_gains, "zero-shot, OTI - inter top-1")):
     for model, row in gains.iterrows():
         lines.append("- " + claims.model_sentence(evidence, model, row.to_dict(), what, task))
-display(Markdown("\n".join(lines)))
+judgement = verdicts.judge(evidence, n_boot=N_BOOT)  # the claims' verdicts, as the reproduction page decides them
+display(Markdown("\n".join(lines) + "\n\n" + judgement.note("ovi_text") + "\n\n" + judgement.note("zero_shot")))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from crossgap_lib import claims, metrics, pipeline
+from crossgap_lib import claims, metrics, pipeline, verdicts
 from crossgap_lib.evaluation import Evidence, defined_sources, evaluate, load_source, source_assets
 from crossgap_lib.models import load_clip
 from crossgap_lib.stats import paired_effect
@@ -134,6 +134,9 @@ def test_curve_and_claims(lab):
     slip = claims.model_sentence(lab, "intra", lab.contrast("image", "oti", "intra", "intra", n_boot=100), "x",
                                  n_boot=100)  # Table 3: a difference of gains, not the sign of the SLIP-like gain
     assert "OTI gain of `intra` minus that of `clip`" in slip and "minus the mean CLIP-family gain" in slip
+    judgement = verdicts.judge(lab, n_boot=100)  # what the reproduction page and each table page state
+    assert set(judgement.decisions) == set(measured) and all(judgement.note(key) for key in measured)
+    assert judgement.measured["slip"]["mean"] == pytest.approx(measured["slip"]["mean"])
 
 
 def test_revisited_headline_is_the_per_query_ap_and_the_map():

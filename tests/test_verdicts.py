@@ -95,3 +95,21 @@ def test_peak_check_reads_the_peak_of_the_seed_averaged_curve():
     curve["AP_seeds"] = late_peak.view(1, -1, 1).expand(3, -1, 8)
     late, _ = verdicts.manipulation_checks(evidence)["oti_peak"]  # a late peak: the loss barely moves after it
     assert "peak step 588 " in late.check and not late.passed
+
+
+def test_judgement_note_states_the_verdict_and_what_it_rests_on():
+    claims = reported_claims()
+    measured = {"oti_image": _effect(0.03), "ovi_text": _effect(0.0, 0.05), "slip": _effect(-0.02),
+                "slip_level": _effect(0.001)}
+    checks = {**_passing(["oti_image", "ovi_text"]),
+              "slip": [verdicts.Check("the intra-modal term raised image-image mAP", "-5.4 [-6.6, -4.2]",
+                                      "interval above 0", False)]}
+    judgement = verdicts.Judgement(claims, measured, checks, verdicts.decide(claims, measured, checks, margin=0.01))
+    agrees = judgement.note("oti_image")
+    assert "**agrees**" in agrees and "Holm's correction" in agrees and "checks pass" in agrees
+    assert f"across its {len(claims)} claims" in agrees and "(reproduction)" in agrees
+    assert "**inconclusive**" in judgement.note("ovi_text")
+    blocked = judgement.note("slip")
+    assert "**not testable**" in blocked and "-5.4 [-6.6, -4.2] (rule: interval above 0)" in blocked
+    assert "**not measured**" in judgement.note("gap")
+    assert judgement.table().loc["oti_image", "verdict"] == "agrees"  # the table and the notes are one decision
