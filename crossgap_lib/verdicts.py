@@ -275,12 +275,15 @@ class Judgement:
         """:func:`decisions_table` of the judgement."""
         return decisions_table(self.claims, self.measured, self.decisions)
 
-    def note(self, key: str) -> str:
-        """One Markdown sentence: claim ``key``'s verdict as the reproduction page decides it, and why."""
+    def note(self, key: str, page: str = "reproduction.html") -> str:
+        """One Markdown sentence: claim ``key``'s verdict as the reproduction page decides it, and why.
+
+        ``page``: the link to the reproduction page, as written in a notebook's Markdown output (which the book's
+        build does not resolve, so it names the HTML file beside the calling page)."""
         claim = next(c for c in self.claims if c.key == key)
         decision = self.decisions[key]
         head = (f"**Verdict on the claim** \"{claim.claim}\" ({claim.source}), by the test fixed on "
-                f"[Reported vs reproduced](reproduction) (corrected across its {len(self.claims)} claims, after the "
+                f"[Reported vs reproduced]({page}) (corrected across its {len(self.claims)} claims, after the "
                 f"claim's manipulation checks): **{decision.verdict}**")
         if decision.verdict == "not measured":
             return head + ": the evidence lacks the models it needs."

@@ -311,7 +311,7 @@ if critique_rows:
 else:
     display(Markdown(
         f"No model of this evidence is one of the critique's ({names(claims.critique_gains().index)}) on one of its "
-        f"datasets, so there is no per-dataset cell to set beside theirs; the [post-hoc page](posthoc_gap) shows "
+        f"datasets, so there is no per-dataset cell to set beside theirs; the [post-hoc page](posthoc_gap.html) shows "
         "their table."))
 
 # %% [markdown]

@@ -84,7 +84,8 @@ SOURCE_LINE = (f"source `{SOURCE_NAME}` ({evidence.source['resolved']['kind']}):
 display(Markdown(
     f"Evidence of {SOURCE_LINE}; text datasets {names(TEXT_DATASETS)}; zero-shot datasets {names(ZS_DATASETS)}. "
     + (f"Its purely textual sets ({names([d for d in evidence.datasets('text') if d in TEXTUAL])}) are on the "
-       "[appendix page](appendix), not in Table 2's averages. " if set(evidence.datasets("text")) & TEXTUAL else "")
+       "[appendix page](appendix.html), not in Table 2's averages. "
+       if set(evidence.datasets("text")) & TEXTUAL else "")
     + "Seeds per model: " + "; ".join(f"`{m}` {seeds_text(m)}" for m in evidence.labels) + "."))
 
 # %% [markdown]

@@ -321,6 +321,22 @@ def test_book_has_every_toc_page(built_book):
 
 
 @pytest.mark.book
+def test_book_relative_links_resolve(built_book):
+    """Every relative link of every page names a file of the build (a link written in a Markdown *output* is not
+    resolved by the build, so it must name the HTML file itself)."""
+    _, _, html, _ = built_book
+    broken = []
+    for page in html.rglob("*.html"):
+        if "_static" in page.parts:
+            continue
+        for target in re.findall(r'href="([^"]+)"', page.read_text()):
+            path = target.split("#")[0].split("?")[0]
+            if path and not re.match(r"^[a-z]+:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(html)} -> {target}")
+    assert not broken, broken
+
+
+@pytest.mark.book
 def test_book_build_reports_progress(built_book):
     _, _, _, lines = built_book
     text = "\n".join(lines)

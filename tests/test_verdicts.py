@@ -107,7 +107,7 @@ def test_judgement_note_states_the_verdict_and_what_it_rests_on():
     judgement = verdicts.Judgement(claims, measured, checks, verdicts.decide(claims, measured, checks, margin=0.01))
     agrees = judgement.note("oti_image")
     assert "**agrees**" in agrees and "Holm's correction" in agrees and "checks pass" in agrees
-    assert f"across its {len(claims)} claims" in agrees and "(reproduction)" in agrees
+    assert f"across its {len(claims)} claims" in agrees and "](reproduction.html)" in agrees
     assert "**inconclusive**" in judgement.note("ovi_text")
     blocked = judgement.note("slip")
     assert "**not testable**" in blocked and "-5.4 [-6.6, -4.2] (rule: interval above 0)" in blocked
