@@ -1042,12 +1042,17 @@ def _wants_curve(curve_spec: dict | None, entries: list[ModelEntry], entry: Mode
         and entry.seed in seeds, seeds
 
 
+def _first_seed(entries: list[ModelEntry], entry: ModelEntry) -> bool:
+    """Whether ``entry`` is its model's first seed: the one whose features, figure and latency the evidence keeps."""
+    return entry.seed == min(e.seed for e in entries if e.label == entry.label)
+
+
 def _compute_unit(opened, entries: list[ModelEntry], i: int, unit_path: Path, device: str, cache: Path,
                   progress: bool) -> dict:
     """Evaluate model ``i`` (and its OTI curve where wanted), save the unit to ``unit_path`` and return it."""
     entry, curve_spec = entries[i], opened.curve()
     wants_curve, curve_seeds = _wants_curve(curve_spec, entries, entry)
-    first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
+    first_seed = _first_seed(entries, entry)
     result = evaluate_model(entry, opened, device, cache, progress, first_seed=first_seed)
     clip, tasks = result.pop("clip"), result.pop("tasks")
     if wants_curve:
@@ -1123,7 +1128,7 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
               progress: bool) -> Evidence:
     from tqdm.auto import tqdm
 
-    from .progress import report_progress
+    from .progress import report_progress, time_left
 
     started = time.perf_counter()
     entries = opened.models()
@@ -1140,7 +1145,7 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
     for i, entry in enumerate(bar):
         unit = units.pop(i)
         curve_seeds = _wants_curve(curve_spec, entries, entry)[1]
-        first_seed = entry.seed == min(e.seed for e in entries if e.label == entry.label)
+        first_seed = _first_seed(entries, entry)
         if unit is None:
             if spec["kind"] == "lab":  # per model: as many threads as asked for and as cores are idle now (lab.py)
                 from .lab import free_cores
@@ -1170,10 +1175,8 @@ def _evaluate(spec: dict, opened, folder: Path, result_path: Path, device: str, 
         model_rows[entry.label]["seeds"] += 1
         for k, v in unit["seconds"].items():
             timings[k] = timings.get(k, 0.0) + v
-        elapsed = time.perf_counter() - started
-        left = elapsed / (i + 1) * (len(entries) - i - 1)
         report_progress(f"evaluate {spec['name']}: model {i + 1}/{len(entries)} ({entry.label}, seed {entry.seed}) "
-                        f"done, ~{left / 60:.1f} min left")
+                        f"done, {time_left(started, i + 1, len(entries))}")
     if curve.get("AP_seeds"):
         curve["AP_seeds"] = torch.stack(curve["AP_seeds"])  # (S, T, Q): the focus R on every curve seed
         curve["intra_seeds"] = torch.stack(curve["intra_seeds"])  # (S, Q)
