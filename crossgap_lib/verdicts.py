@@ -280,7 +280,10 @@ class Judgement:
 
         ``page``: the link to the reproduction page, as written in a notebook's Markdown output (which the book's
         build does not resolve, so it names the HTML file beside the calling page)."""
-        claim = next(c for c in self.claims if c.key == key)
+        claim = next((c for c in self.claims if c.key == key), None)
+        if claim is None:
+            raise ValueError(f"no claim {key!r}: the claims are {[c.key for c in self.claims]} "
+                             "(crossgap_lib.claims.reported_claims)")
         decision = self.decisions[key]
         head = (f"**Verdict on the claim** \"{claim.claim}\" ({claim.source}), by the test fixed on "
                 f"[Reported vs reproduced]({page}) (corrected across its {len(self.claims)} claims, after the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from crossgap_lib import stats, verdicts
@@ -113,3 +114,5 @@ def test_judgement_note_states_the_verdict_and_what_it_rests_on():
     assert "**not testable**" in blocked and "-5.4 [-6.6, -4.2] (rule: interval above 0)" in blocked
     assert "**not measured**" in judgement.note("gap")
     assert judgement.table().loc["oti_image", "verdict"] == "agrees"  # the table and the notes are one decision
+    with pytest.raises(ValueError, match="no claim 'oti'.*'oti_image'"):
+        judgement.note("oti")
